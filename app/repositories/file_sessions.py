@@ -1,0 +1,306 @@
+"""Sessions as files: one folder per session, one JSON file per document, JSONL logs.
+
+Layout under the root:  <id>/meta.json  <id>/<doc>.json  <id>/<log>.jsonl  .locks/<id>.lock
+Documents and meta are replaced atomically (temp file + fsync + os.replace); a log append is a
+single write of one line per entry, so its cost is independent of the log's length. A short
+flock on `<id>/.write` serialises writers of one session across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from ._checks import check_doc, check_entries, check_fields, check_log
+from ._codec import dumps, loads, merge_fields, meta_from_dict, meta_to_dict
+from .base import (
+    DOC_NAMES,
+    DocName,
+    JSONDict,
+    LogName,
+    SessionBusy,
+    SessionMeta,
+    SessionNotFound,
+    SessionSnapshot,
+    StoreUnavailable,
+    check_session_id,
+    is_session_id,
+    new_session_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_POLL_SECONDS = 0.02
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file so a crash leaves either the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[JSONDict]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    entries: list[JSONDict] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(loads(line))
+        except ValueError:
+            # Only a crash in the middle of an append can leave a torn line; skip it.
+            log.warning("skipping unreadable line %d of %s", number, path.name)
+    return entries
+
+
+class FileSessionRepository:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        ttl_seconds: int = 86400,
+        lock_wait_seconds: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._root = root.resolve()
+        self._ttl = ttl_seconds
+        self._wait = lock_wait_seconds
+        self._clock = clock
+        (self._root / ".locks").mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- paths and helpers
+    def _dir(self, session_id: str) -> Path:
+        # check_session_id admits only a canonical UUID, so the path cannot leave the root.
+        return self._root / check_session_id(session_id)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise StoreUnavailable("sessions", type(exc).__name__) from exc
+
+    def _read_meta(self, folder: Path) -> SessionMeta:
+        try:
+            meta = meta_from_dict(loads((folder / "meta.json").read_bytes()))
+        except (FileNotFoundError, NotADirectoryError):
+            raise SessionNotFound(folder.name) from None
+        expires = meta.updated_at + timedelta(seconds=self._ttl)
+        if expires.timestamp() <= self._clock():
+            raise SessionNotFound(folder.name)
+        return meta
+
+    @contextlib.contextmanager
+    def _writing(self, folder: Path) -> Iterator[SessionMeta]:
+        """Hold the session's write flock, check it is live, then refresh its meta."""
+        try:
+            fd = os.open(folder / ".write", os.O_RDWR | os.O_CREAT, 0o600)
+        except (FileNotFoundError, NotADirectoryError):
+            raise SessionNotFound(folder.name) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            meta = self._read_meta(folder)
+            yield meta
+            touched = SessionMeta(meta.session_id, meta.created_at, utcnow(), meta.owner_id)
+            write_atomic(folder / "meta.json", dumps(meta_to_dict(touched)).encode())
+        finally:
+            os.close(fd)
+
+    # ---------------------------------------------------------------- port
+    async def create(self, *, owner_id: str | None = None) -> SessionMeta:
+        now = utcnow()
+        meta = SessionMeta(new_session_id(), now, now, owner_id)
+
+        def _create() -> None:
+            folder = self._dir(meta.session_id)
+            folder.mkdir(mode=0o700)
+            write_atomic(folder / "meta.json", dumps(meta_to_dict(meta)).encode())
+
+        await self._run(_create)
+        return meta
+
+    async def exists(self, *, session_id: str) -> bool:
+        try:
+            await self.get_meta(session_id=session_id)
+        except SessionNotFound:
+            return False
+        return True
+
+    async def get_meta(self, *, session_id: str) -> SessionMeta:
+        return await self._run(self._read_meta, self._dir(session_id))
+
+    async def load(
+        self,
+        *,
+        session_id: str,
+        docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
+        logs: Sequence[LogName] = (),
+    ) -> SessionSnapshot:
+        folder = self._dir(session_id)
+        doc_names = [check_doc(d) for d in docs]
+        log_names = [check_log(lg) for lg in logs]
+
+        def _load() -> SessionSnapshot:
+            meta = self._read_meta(folder)
+            snap = SessionSnapshot(meta=meta)
+            for name in doc_names:
+                try:
+                    snap.docs[name] = loads((folder / f"{name}.json").read_bytes())
+                except FileNotFoundError:
+                    snap.docs[name] = {}
+            for name in log_names:
+                snap.logs[name] = read_jsonl(folder / f"{name}.jsonl")
+            return snap
+
+        return await self._run(_load)
+
+    async def update(self, *, session_id: str, doc: DocName, fields: Mapping[str, Any]) -> None:
+        folder = self._dir(session_id)
+        path = folder / f"{check_doc(doc)}.json"
+        payload = dict(check_fields(fields))
+
+        def _update() -> None:
+            with self._writing(folder):
+                try:
+                    current = loads(path.read_bytes())
+                except FileNotFoundError:
+                    current = {}
+                write_atomic(path, dumps(merge_fields(current, payload)).encode())
+
+        await self._run(_update)
+
+    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> int:
+        folder = self._dir(session_id)
+        path = folder / f"{check_log(log)}.jsonl"
+        data = "".join(dumps(e) + "\n" for e in check_entries(entries)).encode()
+
+        def _append() -> int:
+            with self._writing(folder):
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                return self._count_lines(folder, log, len(entries))
+
+        return await self._run(_append)
+
+    def _count_lines(self, folder: Path, log: str, added: int) -> int:
+        # A side counter keeps `append`'s cost flat: it never reads the log itself.
+        counter = folder / f".{log}.count"
+        try:
+            count = int(counter.read_text() or 0) + added
+        except FileNotFoundError:
+            count = len(read_jsonl(folder / f"{log}.jsonl"))
+        write_atomic(counter, str(count).encode())
+        return count
+
+    async def log_length(self, *, session_id: str, log: LogName) -> int:
+        folder = self._dir(session_id)
+        name = check_log(log)
+
+        def _length() -> int:
+            self._read_meta(folder)
+            try:
+                return int((folder / f".{name}.count").read_text() or 0)
+            except FileNotFoundError:
+                return len(read_jsonl(folder / f"{name}.jsonl"))
+
+        return await self._run(_length)
+
+    def lock(
+        self, *, session_id: str, wait: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        return self._locked(check_session_id(session_id), self._wait if wait is None else wait)
+
+    @asynccontextmanager
+    async def _locked(self, session_id: str, wait: float) -> AsyncIterator[None]:
+        # flock is tied to this open file description: another task, process or a crashed
+        # holder's successor is excluded, and the kernel frees it when the holder dies.
+        fd = os.open(self._root / ".locks" / f"{session_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SessionBusy(session_id) from None
+                    await asyncio.sleep(_POLL_SECONDS)
+            yield
+        finally:
+            os.close(fd)
+
+    async def delete(self, *, session_id: str) -> bool:
+        folder = self._dir(session_id)
+
+        def _delete() -> bool:
+            trash = self._root / f".trash-{folder.name}-{uuid.uuid4().hex}"
+            try:
+                alive = True
+                try:
+                    self._read_meta(folder)
+                except SessionNotFound:
+                    alive = False
+                folder.rename(trash)  # the session vanishes in one step
+            except FileNotFoundError:
+                return False
+            shutil.rmtree(trash, ignore_errors=True)
+            return alive
+
+        return await self._run(_delete)
+
+    async def iter_ids(self) -> AsyncIterator[str]:
+        with os.scandir(self._root) as entries:
+            for entry in entries:
+                if is_session_id(entry.name) and await self.exists(session_id=entry.name):
+                    yield entry.name
+
+    async def ping(self) -> None:
+        def _ping() -> None:
+            if not os.access(self._root, os.W_OK):
+                raise StoreUnavailable("sessions", "data directory is not writable")
+
+        await self._run(_ping)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,199 @@
+"""The one settings object. Only this module reads the environment.
+
+Variable names are the field names in upper case (no prefix), so the old deployment's
+names (SESSION_TYPE, REDIS_URL, STORAGE_MODE, ...) keep their meaning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
+
+
+class SettingsError(Exception):
+    """Invalid configuration: one human line per problem, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # sessions
+    session_type: Literal["file", "redis"] | None = None
+    redis_url: str | None = None
+    session_ttl: int = Field(86400, gt=0)
+    sessions_dir: Path | None = None
+    hera_data_dir: Path = Path("./data")
+    redis_max_connections: int = Field(50, gt=0)
+    lock_ttl_seconds: float = Field(30.0, gt=0)
+    lock_wait_seconds: float = Field(15.0, ge=0)
+
+    # blobs
+    storage_mode: Literal["local", "cloud"] = "local"
+    cloud_storage_type: Literal["s3", "gcs"] | None = None
+    s3_bucket_name: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_presign_endpoint_url: str | None = None
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    gcs_bucket_name: str | None = None
+    storage_emulator_host: str | None = None
+    google_application_credentials: str | None = None
+    blob_key_prefix: str = ""
+    blob_url_mode: Literal["proxy", "presigned"] = "proxy"
+    presigned_url_ttl: int = Field(300, gt=0, le=604800)
+
+    # HTTP
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    port: int = Field(8080, ge=1, le=65535)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_message_chars: int = Field(2000, gt=0)
+    max_request_bytes: int = Field(64 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+
+    # brains
+    llm_provider: Literal["offline", "gemini"] | None = None
+    gemini_api_key: SecretStr | None = None
+    gemini_model: str = DEFAULT_GEMINI_MODEL
+    gemini_image_model: str = DEFAULT_GEMINI_IMAGE_MODEL
+    gemini_base_url: str | None = None
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_max_concurrency: int = Field(200, gt=0)
+
+    # logs
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "session_type", "storage_mode", "cloud_storage_type", "blob_url_mode",
+        "llm_provider", "log_format", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
+    @field_validator(
+        "redis_url", "s3_bucket_name", "s3_endpoint_url", "gcs_bucket_name", "gemini_base_url",
+        "storage_emulator_host", "aws_region", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        problems: list[str] = []
+        if self.session_type == "redis" and not self.redis_url:
+            problems.append("SESSION_TYPE=redis requires REDIS_URL")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.storage_mode == "cloud":
+            if self.cloud_storage_type is None:
+                problems.append("STORAGE_MODE=cloud requires CLOUD_STORAGE_TYPE (allowed: s3, gcs)")
+            elif self.cloud_storage_type == "s3" and not self.s3_bucket_name:
+                problems.append("CLOUD_STORAGE_TYPE=s3 requires S3_BUCKET_NAME")
+            elif self.cloud_storage_type == "gcs" and not self.gcs_bucket_name:
+                problems.append("CLOUD_STORAGE_TYPE=gcs requires GCS_BUCKET_NAME")
+        if self.llm_provider == "gemini" and self.gemini_api_key is None:
+            problems.append("LLM_PROVIDER=gemini requires GEMINI_API_KEY")
+        if "*" in self.allowed_origins and self.cors_allow_credentials:
+            problems.append(
+                "ALLOWED_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true "
+                "(it would let any site make credentialed requests)"
+            )
+        if self.storage_emulator_host and "://" not in self.storage_emulator_host:
+            problems.append("STORAGE_EMULATOR_HOST must include the scheme, e.g. http://host:9023")
+        prefix = self.blob_key_prefix.strip("/")
+        if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+            problems.append("BLOB_KEY_PREFIX must not contain empty, '.' or '..' segments")
+        if problems:
+            raise SettingsError(problems)
+        return self
+
+    # -- resolved choices -------------------------------------------------------------
+    @property
+    def resolved_session_type(self) -> Literal["file", "redis"]:
+        if self.session_type is not None:
+            return self.session_type
+        return "redis" if self.redis_url else "file"
+
+    @property
+    def resolved_blob_type(self) -> Literal["disk", "s3", "gcs"]:
+        if self.storage_mode == "cloud" and self.cloud_storage_type is not None:
+            return self.cloud_storage_type
+        return "disk"
+
+    @property
+    def resolved_llm_provider(self) -> Literal["offline", "gemini"]:
+        if self.llm_provider is not None:
+            return self.llm_provider
+        return "gemini" if self.gemini_api_key is not None else "offline"
+
+    @property
+    def resolved_sessions_dir(self) -> Path:
+        return self.sessions_dir or self.hera_data_dir / "sessions"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.hera_data_dir / "blobs"
+
+    @property
+    def normalized_key_prefix(self) -> str:
+        prefix = self.blob_key_prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
+
+
+def _describe(error: Any) -> str:
+    name = "_".join(str(p) for p in error["loc"] if isinstance(p, str)).upper() or "SETTINGS"
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if error["type"] == "literal_error":
+        allowed = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+        return f"{name}: invalid value {value!r} (allowed: {allowed})"
+    return f"{name}: {error['msg']} (got {value!r})"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (+ .env); raise SettingsError with clear lines."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, SettingsError):
+                problems.extend(cause.problems)
+            else:
+                problems.append(_describe(err))
+        raise SettingsError(problems) from None

@@ -1,0 +1,291 @@
+"""The SessionRepository contract, run unchanged against every adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from app.repositories.base import (
+    InvalidId,
+    SessionBusy,
+    SessionNotFound,
+    SessionRepository,
+    new_session_id,
+)
+from tests.conftest import SessionFactory
+from tests.support.stores import StoreSpec, python
+
+JAPANESE = "こんにちは、ヘーラーです。家族の未来を一緒に描きましょう 👨‍👩‍👧"
+
+
+async def eventually(predicate: Any, *, timeout: float = 10.0) -> None:
+    """Poll an async predicate until it is true or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.05)
+
+
+async def test_create_then_meta_round_trips(sessions: SessionRepository) -> None:
+    meta = await sessions.create(owner_id="owner-1")
+    got = await sessions.get_meta(session_id=meta.session_id)
+    assert got.session_id == meta.session_id
+    assert got.owner_id == "owner-1"
+    assert got.created_at == meta.created_at
+    assert got.created_at.tzinfo is not None
+    assert await sessions.exists(session_id=meta.session_id)
+
+
+async def test_japanese_documents_round_trip(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    profile = {"location": "東京", "age": 32, "partner": {"name": "花子", "hobbies": ["料理"]}}
+    await sessions.update(session_id=sid, doc="profile", fields=profile)
+    snap = await sessions.load(session_id=sid, docs=["profile"])
+    assert snap.doc("profile") == profile
+
+
+async def test_update_merges_fields_and_leaves_other_parts_alone(
+    sessions: SessionRepository,
+) -> None:
+    sid = (await sessions.create()).session_id
+    await sessions.update(session_id=sid, doc="profile", fields={"age": 30, "gender": "女性"})
+    await sessions.update(session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
+    await sessions.update(session_id=sid, doc="profile", fields={"age": 31, "gender": None})
+    snap = await sessions.load(session_id=sid, docs=["profile", "family", "images"])
+    assert snap.doc("profile") == {"age": 31}
+    assert snap.doc("family") == {"trip": {"destination": "京都"}}
+    assert snap.doc("images") == {}
+
+
+async def test_load_returns_copies_not_live_state(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    await sessions.update(session_id=sid, doc="profile", fields={"interests": ["旅行"]})
+    snap = await sessions.load(session_id=sid, docs=["profile"])
+    snap.doc("profile")["interests"].append("料理")
+    again = await sessions.load(session_id=sid, docs=["profile"])
+    assert again.doc("profile") == {"interests": ["旅行"]}
+
+
+async def test_append_keeps_order_and_reports_length(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    assert await sessions.append(session_id=sid, log="history", entries=[{"n": 0}]) == 1
+    batch = [{"n": i, "message": f"{JAPANESE}{i}"} for i in range(1, 25)]
+    assert await sessions.append(session_id=sid, log="history", entries=batch) == 25
+    await sessions.append(session_id=sid, log="family_history", entries=[{"n": "f"}])
+    snap = await sessions.load(session_id=sid, docs=[], logs=["history", "family_history"])
+    assert [e["n"] for e in snap.log("history")] == list(range(25))
+    assert snap.log("history")[3]["message"] == f"{JAPANESE}3"
+    assert snap.log("family_history") == [{"n": "f"}]
+    assert await sessions.log_length(session_id=sid, log="history") == 25
+
+
+async def test_concurrent_appends_lose_nothing(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    await asyncio.gather(
+        *(sessions.append(session_id=sid, log="history", entries=[{"n": i}]) for i in range(40))
+    )
+    snap = await sessions.load(session_id=sid, docs=[], logs=["history"])
+    assert sorted(e["n"] for e in snap.log("history")) == list(range(40))
+
+
+async def test_every_write_refreshes_updated_at(sessions: SessionRepository) -> None:
+    meta = await sessions.create()
+    await sessions.append(session_id=meta.session_id, log="history", entries=[{"a": 1}])
+    after = await sessions.get_meta(session_id=meta.session_id)
+    assert after.updated_at >= meta.updated_at
+    assert after.created_at == meta.created_at
+
+
+async def test_missing_session_reads_and_writes_raise_not_found(
+    sessions: SessionRepository,
+) -> None:
+    ghost = new_session_id()
+    assert not await sessions.exists(session_id=ghost)
+    with pytest.raises(SessionNotFound):
+        await sessions.load(session_id=ghost)
+    with pytest.raises(SessionNotFound):
+        await sessions.update(session_id=ghost, doc="profile", fields={"age": 1})
+    with pytest.raises(SessionNotFound):
+        await sessions.append(session_id=ghost, log="history", entries=[{"a": 1}])
+    assert not await sessions.exists(session_id=ghost)  # writes never resurrect
+
+
+async def test_delete_removes_every_part(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    await sessions.update(session_id=sid, doc="profile", fields={"age": 1})
+    await sessions.append(session_id=sid, log="history", entries=[{"a": 1}])
+    assert await sessions.delete(session_id=sid) is True
+    assert not await sessions.exists(session_id=sid)
+    with pytest.raises(SessionNotFound):
+        await sessions.load(session_id=sid, logs=["history"])
+    assert await sessions.delete(session_id=sid) is False
+    assert sid not in [i async for i in sessions.iter_ids()]
+
+
+async def test_iter_ids_streams_every_live_session(sessions: SessionRepository) -> None:
+    created = {(await sessions.create()).session_id for _ in range(12)}
+    seen = [i async for i in sessions.iter_ids()]
+    assert created <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "../etc/passwd",
+        "..%2f..%2fetc",
+        "%2e%2e",
+        "..\\..\\windows",
+        "/absolute/path",
+        "abc\x00def",
+        "ABCDEFAB-1234-4123-8123-ABCDEFABCDEF",  # not canonical (upper case)
+        "12345678-1234-1234-1234-123456789012",  # not a UUID4
+        "*",
+        "{x}",
+        "",
+    ],
+)
+async def test_hostile_ids_are_rejected_before_any_io(
+    sessions: SessionRepository, bad_id: str
+) -> None:
+    with pytest.raises(InvalidId):
+        await sessions.load(session_id=bad_id)
+    with pytest.raises(InvalidId):
+        await sessions.append(session_id=bad_id, log="history", entries=[{"a": 1}])
+    with pytest.raises(InvalidId):
+        await sessions.delete(session_id=bad_id)
+
+
+async def test_unknown_part_names_are_rejected(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    with pytest.raises(InvalidId):
+        await sessions.update(session_id=sid, doc="../meta", fields={"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(InvalidId):
+        await sessions.append(session_id=sid, log="lock", entries=[{"a": 1}])  # type: ignore[arg-type]
+
+
+async def test_session_expires_ttl_after_last_write(make_sessions: SessionFactory) -> None:
+    repo = await make_sessions(ttl_seconds=1)
+    sid = (await repo.create()).session_id
+    await repo.append(session_id=sid, log="history", entries=[{"a": 1}])
+
+    async def gone() -> bool:
+        return not await repo.exists(session_id=sid)
+
+    await eventually(gone, timeout=10)
+    with pytest.raises(SessionNotFound):
+        await repo.load(session_id=sid, logs=["history"])
+    with pytest.raises(SessionNotFound):
+        await repo.append(session_id=sid, log="history", entries=[{"a": 2}])
+
+
+async def test_lock_excludes_a_second_holder_in_the_same_process(
+    sessions: SessionRepository,
+) -> None:
+    sid = (await sessions.create()).session_id
+    async with sessions.lock(session_id=sid):
+        with pytest.raises(SessionBusy):
+            async with sessions.lock(session_id=sid, wait=0.2):
+                pass
+    async with sessions.lock(session_id=sid, wait=1):  # released: free again
+        pass
+
+
+async def test_lock_waiter_runs_after_the_holder_releases(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    order: list[str] = []
+    holder_in = asyncio.Event()
+
+    async def holder() -> None:
+        async with sessions.lock(session_id=sid):
+            holder_in.set()
+            order.append("holder-start")
+            await asyncio.sleep(0.3)  # keep the lock while the waiter queues up
+            order.append("holder-end")
+
+    async def waiter() -> None:
+        await holder_in.wait()
+        async with sessions.lock(session_id=sid, wait=5):
+            order.append("waiter")
+
+    await asyncio.gather(holder(), waiter())
+    assert order == ["holder-start", "holder-end", "waiter"]
+
+
+def _start_holder(spec: StoreSpec, sid: str, options: dict[str, Any]) -> subprocess.Popen[str]:
+    import json
+
+    proc = subprocess.Popen(
+        [python(), "-m", "tests.support.lock_holder", spec.to_json(), sid, json.dumps(options)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the child holds the lock (or dies)
+    if line.strip() != "locked":
+        proc.kill()
+        raise AssertionError(f"lock holder did not start: {line!r}")
+    return proc
+
+
+async def test_lock_excludes_a_holder_in_another_process(
+    session_spec: StoreSpec, make_sessions: SessionFactory
+) -> None:
+    if not session_spec.cross_process:
+        pytest.skip(f"{session_spec.kind} lives in one process only")
+    repo = await make_sessions(lock_ttl_seconds=30)
+    sid = (await repo.create()).session_id
+    proc = _start_holder(session_spec, sid, {"lock_ttl_seconds": 30})
+    try:
+        with pytest.raises(SessionBusy):
+            async with repo.lock(session_id=sid, wait=0.3):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_lock_of_a_killed_holder_frees_after_expiry(
+    session_spec: StoreSpec, make_sessions: SessionFactory
+) -> None:
+    if not session_spec.cross_process:
+        pytest.skip(f"{session_spec.kind} lives in one process only")
+    repo = await make_sessions(lock_ttl_seconds=2)
+    sid = (await repo.create()).session_id
+    proc = _start_holder(session_spec, sid, {"lock_ttl_seconds": 2})
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    started = time.monotonic()
+    async with repo.lock(session_id=sid, wait=10):
+        waited = time.monotonic() - started
+    assert waited < 10
+
+
+async def test_live_holder_keeps_the_lock_past_its_expiry(
+    session_spec: StoreSpec, make_sessions: SessionFactory
+) -> None:
+    if session_spec.kind == "memory":
+        pytest.skip("each memory repository is its own store")
+    repo = await make_sessions(lock_ttl_seconds=1)
+    other = await make_sessions(lock_ttl_seconds=1)
+    sid = (await repo.create()).session_id
+    async with repo.lock(session_id=sid):
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # well past the 1 s expiry
+            with pytest.raises(SessionBusy):
+                async with other.lock(session_id=sid, wait=0.2):
+                    pass
+    async with other.lock(session_id=sid, wait=2):
+        pass
+
+
+async def test_ping_succeeds_on_a_healthy_store(sessions: SessionRepository) -> None:
+    await sessions.ping()
