@@ -1,0 +1,76 @@
+"""Redis for tests: find a real server, build repositories on it or on fakeredis, clean up."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fakeredis
+import redis
+import redis.asyncio
+
+from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+from tests.support.stores import StoreSpec
+
+DEFAULT_URL = "redis://127.0.0.1:6379/9"
+
+# One FakeServer per spec, so several repositories built from one spec share data the way
+# several workers share one Redis. Test support only: the app itself keeps no such state.
+_FAKE_SERVERS: dict[str, fakeredis.FakeServer] = {}
+
+
+def real_redis_url() -> str | None:
+    """The test Redis URL when a quick PING answers, else None (the caller skips or fails)."""
+    url = os.environ.get("HERA_TEST_REDIS_URL") or DEFAULT_URL
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return None
+    finally:
+        client.close()
+    return url
+
+
+def fake_server(server_id: str) -> fakeredis.FakeServer:
+    return _FAKE_SERVERS.setdefault(server_id, fakeredis.FakeServer())
+
+
+async def build_redis_session_repo(spec: StoreSpec, **options: Any) -> RedisSessionRepository:
+    if spec.kind == "redis":
+        client: redis.asyncio.Redis = create_redis_client(spec.params["url"], max_connections=20)
+        namespace = spec.params["namespace"]
+    elif spec.kind == "fakeredis":
+        server = fake_server(spec.params["server_id"])
+        client = fakeredis.FakeAsyncRedis(server=server, decode_responses=False)
+        namespace = spec.params.get("namespace", "hera-test")
+    else:
+        raise ValueError(f"not a Redis store kind: {spec.kind}")
+    return RedisSessionRepository(
+        client=client,
+        ttl_seconds=options.get("ttl_seconds", 86400),
+        lock_ttl_seconds=options.get("lock_ttl_seconds", 30.0),
+        lock_wait_seconds=options.get("lock_wait_seconds", 5.0),
+        namespace=namespace,
+    )
+
+
+async def namespace_keys(client: redis.asyncio.Redis, namespace: str) -> list[bytes]:
+    """Every key of one namespace, found with SCAN (never KEYS)."""
+    return [key async for key in client.scan_iter(match=f"{namespace}:*", count=500)]
+
+
+async def cleanup_namespace(url: str, namespace: str) -> None:
+    """UNLINK only this namespace's keys: the test database is shared with other runs."""
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()

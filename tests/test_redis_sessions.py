@@ -1,0 +1,270 @@
+"""What only the Redis adapter promises: key layout, expiry, flat append cost, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from app.repositories._codec import dumps
+from app.repositories.base import LockLost, SessionNotFound, StoreUnavailable
+from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+from tests.support.redis_support import cleanup_namespace, namespace_keys
+from tests.support.services import free_port, unavailable
+
+APP = Path(__file__).resolve().parents[1] / "app"
+TTL = 600
+
+
+@pytest.fixture
+def url(redis_url: str | None) -> str:
+    if redis_url is None:
+        unavailable("no Redis server reachable at HERA_TEST_REDIS_URL / 127.0.0.1:6379")
+    assert redis_url is not None
+    return redis_url
+
+
+@pytest.fixture
+async def client(url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    raw = create_redis_client(url)
+    yield raw
+    await raw.aclose()
+
+
+@pytest.fixture
+async def make_repo(
+    url: str, client: redis.asyncio.Redis
+) -> AsyncIterator[Callable[..., RedisSessionRepository]]:
+    namespaces: list[str] = []
+
+    def make(**options: Any) -> RedisSessionRepository:
+        namespaces.append(f"hera-test-{uuid.uuid4().hex[:12]}")
+        options.setdefault("ttl_seconds", TTL)
+        return RedisSessionRepository(client=client, namespace=namespaces[-1], **options)
+
+    yield make
+    for namespace in namespaces:
+        await cleanup_namespace(url, namespace)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+def _wire(arg: Any) -> bytes:
+    return arg if isinstance(arg, bytes) else str(arg).encode()
+
+
+async def _fill(repo: RedisSessionRepository) -> str:
+    sid = (await repo.create(owner_id="owner")).session_id
+    await repo.update(session_id=sid, doc="profile", fields={"name": "花子"})
+    await repo.update(session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
+    await repo.append(
+        session_id=sid, log="history", entries=[{"role": "user", "text": "こんにちは"}]
+    )
+    await repo.append(session_id=sid, log="family_history", entries=[{"text": "行こう"}])
+    return sid
+
+
+async def test_every_key_of_a_session_carries_its_hash_tag_and_one_ttl(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = await _fill(repo)
+    keys = await namespace_keys(client, repo._ns)
+    names = sorted(k.decode() for k in keys)
+    base = f"{repo._ns}:{{{sid}}}"
+    assert names == sorted(
+        f"{base}:{part}"
+        for part in ("meta", "doc:profile", "doc:family", "log:history", "log:family_history")
+    )
+    ttls = [await client.ttl(k) for k in keys]
+    assert all(TTL - 5 <= t <= TTL for t in ttls), ttls
+
+
+async def test_a_write_re_arms_the_expiry_of_every_key(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = await _fill(repo)
+    keys = await namespace_keys(client, repo._ns)
+    for key in keys:  # as if the session had been idle for most of its life
+        await client.expire(key, 5)
+    await repo.append(session_id=sid, log="history", entries=[{"text": "また来たよ"}])
+    ttls = [await client.ttl(k) for k in keys]
+    assert all(TTL - 5 <= t <= TTL for t in ttls), ttls
+
+
+async def test_append_costs_the_same_commands_and_bytes_at_length_10_and_1000(
+    make_repo: Callable[..., RedisSessionRepository],
+    client: redis.asyncio.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    calls: list[tuple[str, int]] = []
+    original: Callable[..., Awaitable[Any]] = client.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        # What this client sends (counted here, so concurrent users of the server don't matter).
+        calls.append((str(args[0]), sum(len(_wire(a)) for a in args)))
+        return await original(*args, **kwargs)
+
+    entry = {"role": "user", "text": "週末は家族で海に行きたいです"}
+    cost: dict[int, list[tuple[str, int]]] = {}
+    for target in (10, 1000):
+        have = await repo.log_length(session_id=sid, log="history")
+        await repo.append(session_id=sid, log="history", entries=[entry] * (target - have))
+        monkeypatch.setattr(client, "execute_command", counting)
+        calls.clear()
+        assert await repo.append(session_id=sid, log="history", entries=[entry]) == target + 1
+        monkeypatch.setattr(client, "execute_command", original)
+        cost[target] = list(calls)
+    assert cost[10] == cost[1000]
+    assert [name for name, _ in cost[10]] == ["EVALSHA"]  # one round trip, script cached
+    # The entry, the session's key names, a sha, a timestamp and a few numbers: no history.
+    fixed = len(dumps(entry).encode()) + sum(len(k) for k in repo._keys(sid))
+    assert cost[10][0][1] <= fixed + 120
+
+
+async def test_an_unreachable_redis_raises_store_unavailable_quickly() -> None:
+    dead = create_redis_client(f"redis://127.0.0.1:{free_port()}/9", socket_timeout=1.0)
+    repo = RedisSessionRepository(client=dead, ttl_seconds=TTL, lock_wait_seconds=1)
+    sid = str(uuid.uuid4())
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: repo.create(),
+        lambda: repo.exists(session_id=sid),
+        lambda: repo.load(session_id=sid, logs=["history"]),
+        lambda: repo.update(session_id=sid, doc="profile", fields={"a": 1}),
+        lambda: repo.append(session_id=sid, log="history", entries=[{"a": 1}]),
+        lambda: repo.delete(session_id=sid),
+        repo.ping,
+    ]
+    try:
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call()
+            assert time.monotonic() - started < 3
+        with pytest.raises(StoreUnavailable):
+            async with repo.lock(session_id=sid):
+                pass
+        with pytest.raises(StoreUnavailable):
+            [i async for i in repo.iter_ids()]
+    finally:
+        await repo.aclose()
+
+
+async def test_writes_to_a_deleted_session_raise_not_found_and_create_no_keys(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = await _fill(repo)
+    assert await repo.delete(session_id=sid) is True
+    with pytest.raises(SessionNotFound):
+        await repo.update(session_id=sid, doc="profile", fields={"name": "花子"})
+    with pytest.raises(SessionNotFound):
+        await repo.append(session_id=sid, log="history", entries=[{"text": "まだいる?"}])
+    assert await namespace_keys(client, repo._ns) == []
+
+
+async def test_writes_to_an_expired_session_create_no_keys(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo(ttl_seconds=1)
+    sid = await _fill(repo)
+
+    async def all_gone() -> bool:
+        return await namespace_keys(client, repo._ns) == []
+
+    await eventually(all_gone)  # every key expired together, none lingers
+    with pytest.raises(SessionNotFound):
+        await repo.append(session_id=sid, log="history", entries=[{"text": "おーい"}])
+    assert await namespace_keys(client, repo._ns) == []
+
+
+async def test_iter_ids_sees_only_its_own_namespace(
+    make_repo: Callable[..., RedisSessionRepository],
+) -> None:
+    mine, theirs = make_repo(), make_repo()
+    own = {(await mine.create()).session_id for _ in range(3)}
+    other = (await theirs.create()).session_id
+    assert {i async for i in mine.iter_ids()} == own
+    assert [i async for i in theirs.iter_ids()] == [other]
+
+
+async def test_lock_lives_under_the_hash_tag_and_is_gone_after_release(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo(lock_ttl_seconds=0.6)
+    sid = (await repo.create()).session_id
+    key = f"{repo._ns}:{{{sid}}}:lock"
+    async with repo.lock(session_id=sid):
+        first = await client.get(key)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:  # 2.5 lock TTLs: only the heartbeat keeps it
+            assert await client.get(key) == first
+            assert 0 < await client.pttl(key) <= 600
+            await asyncio.sleep(0.05)
+    assert await client.exists(key) == 0
+
+
+async def test_a_lock_that_merely_expired_is_released_quietly(
+    make_repo: Callable[..., RedisSessionRepository],
+    client: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    with caplog.at_level(logging.WARNING):
+        async with repo.lock(session_id=sid):
+            await client.delete(f"{repo._ns}:{{{sid}}}:lock")  # as if it had expired
+    assert "expired before its turn ended" in caplog.text
+
+
+async def test_a_lock_taken_over_by_another_holder_raises_lock_lost(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    key = f"{repo._ns}:{{{sid}}}:lock"
+    with pytest.raises(LockLost):
+        async with repo.lock(session_id=sid):
+            await client.set(key, b"someone-else", px=5000)
+    assert await client.get(key) == b"someone-else"  # never deletes another holder's lock
+
+
+async def test_a_failing_turn_is_not_masked_by_a_lost_lock(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    with pytest.raises(KeyError):
+        async with repo.lock(session_id=sid):
+            await client.set(f"{repo._ns}:{{{sid}}}:lock", b"someone-else", px=5000)
+            raise KeyError("the turn's own failure")
+
+
+def test_app_source_never_uses_keys_flushall_or_flushdb() -> None:
+    # KEYS blocks the server for O(all keys); FLUSH* would wipe data the app does not own.
+    forbidden = re.compile(
+        r"""(?i)\bflushall\b|\bflushdb\b|['"]keys['"]|\b(?:client|redis)\.keys\("""
+    )
+    offenders = [
+        f"{path.relative_to(APP.parent)}:{number}"
+        for path in sorted(APP.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if forbidden.search(line)
+    ]
+    assert offenders == []
