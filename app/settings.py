@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     sessions_dir: Path | None = None
     hera_data_dir: Path = Path("./data")
     redis_max_connections: int = Field(50, gt=0)
+    redis_namespace: str = Field("hera", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     lock_ttl_seconds: float = Field(30.0, gt=0)
     lock_wait_seconds: float = Field(15.0, ge=0)
 

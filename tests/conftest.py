@@ -73,9 +73,7 @@ async def _session_spec(kind: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 @pytest.fixture(params=SESSION_KINDS)
-async def session_spec(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreSpec]:
+async def session_spec(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreSpec]:
     spec = await _session_spec(request.param, tmp_path, request)
     yield spec
     if spec.kind == "redis":

@@ -2,8 +2,9 @@
 
 Layout under the root:  <id>/meta.json  <id>/<doc>.json  <id>/<log>.jsonl  .locks/<id>.lock
 Documents and meta are replaced atomically (temp file + fsync + os.replace); a log append is a
-single write of one line per entry, so its cost is independent of the log's length. A short
-flock on `<id>/.write` serialises writers of one session across processes.
+single write of the new lines, so its cost is independent of the log's length. A short flock on
+`<id>/.write` serialises writers of one session across processes, and that file's mtime is the
+session's `updated_at` (touching it costs no data write).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,19 +58,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     try:
+        # The data is on disk before the rename, so the name points at a whole file either
+        # way. The directory is not fsynced: after a power cut the old version may be back,
+        # which the contract allows ("old or new state"), and it saves a flush per write.
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[JSONDict]:
@@ -122,6 +117,11 @@ class FileSessionRepository:
             meta = meta_from_dict(loads((folder / "meta.json").read_bytes()))
         except (FileNotFoundError, NotADirectoryError):
             raise SessionNotFound(folder.name) from None
+        try:
+            touched = datetime.fromtimestamp((folder / ".write").stat().st_mtime, UTC)
+            meta = SessionMeta(meta.session_id, meta.created_at, touched, meta.owner_id)
+        except FileNotFoundError:
+            pass  # imported sessions carry updated_at in meta.json only
         expires = meta.updated_at + timedelta(seconds=self._ttl)
         if expires.timestamp() <= self._clock():
             raise SessionNotFound(folder.name)
@@ -138,8 +138,7 @@ class FileSessionRepository:
             fcntl.flock(fd, fcntl.LOCK_EX)
             meta = self._read_meta(folder)
             yield meta
-            touched = SessionMeta(meta.session_id, meta.created_at, utcnow(), meta.owner_id)
-            write_atomic(folder / "meta.json", dumps(meta_to_dict(touched)).encode())
+            os.utime(fd)
         finally:
             os.close(fd)
 
@@ -152,6 +151,7 @@ class FileSessionRepository:
             folder = self._dir(meta.session_id)
             folder.mkdir(mode=0o700)
             write_atomic(folder / "meta.json", dumps(meta_to_dict(meta)).encode())
+            (folder / ".write").touch(mode=0o600)
 
         await self._run(_create)
         return meta
@@ -206,12 +206,12 @@ class FileSessionRepository:
 
         await self._run(_update)
 
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> int:
+    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
         folder = self._dir(session_id)
         path = folder / f"{check_log(log)}.jsonl"
         data = "".join(dumps(e) + "\n" for e in check_entries(entries)).encode()
 
-        def _append() -> int:
+        def _append() -> None:
             with self._writing(folder):
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
@@ -219,19 +219,8 @@ class FileSessionRepository:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                return self._count_lines(folder, log, len(entries))
 
-        return await self._run(_append)
-
-    def _count_lines(self, folder: Path, log: str, added: int) -> int:
-        # A side counter keeps `append`'s cost flat: it never reads the log itself.
-        counter = folder / f".{log}.count"
-        try:
-            count = int(counter.read_text() or 0) + added
-        except FileNotFoundError:
-            count = len(read_jsonl(folder / f"{log}.jsonl"))
-        write_atomic(counter, str(count).encode())
-        return count
+        await self._run(_append)
 
     async def log_length(self, *, session_id: str, log: LogName) -> int:
         folder = self._dir(session_id)
@@ -239,10 +228,7 @@ class FileSessionRepository:
 
         def _length() -> int:
             self._read_meta(folder)
-            try:
-                return int((folder / f".{name}.count").read_text() or 0)
-            except FileNotFoundError:
-                return len(read_jsonl(folder / f"{name}.jsonl"))
+            return len(read_jsonl(folder / f"{name}.jsonl"))
 
         return await self._run(_length)
 
@@ -255,7 +241,9 @@ class FileSessionRepository:
     async def _locked(self, session_id: str, wait: float) -> AsyncIterator[None]:
         # flock is tied to this open file description: another task, process or a crashed
         # holder's successor is excluded, and the kernel frees it when the holder dies.
-        fd = os.open(self._root / ".locks" / f"{session_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        path = self._root / ".locks" / f"{session_id}.lock"
+        # Creating the file is disk I/O (a journal write the first time): keep it off the loop.
+        fd = await self._run(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + wait
             while True:

@@ -99,14 +99,13 @@ class MemorySessionRepository:
         entry.docs[doc] = merge_fields(entry.docs.get(doc, {}), copy.deepcopy(dict(fields)))
         self._touch(entry)
 
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> int:
+    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
         check_log(log)
         check_entries(entries)
         entry = self._live(session_id)
         items = entry.logs.setdefault(log, [])
         items.extend(copy.deepcopy(list(entries)))
         self._touch(entry)
-        return len(items)
 
     async def log_length(self, *, session_id: str, log: LogName) -> int:
         check_log(log)

@@ -207,9 +207,9 @@ class RedisSessionRepository:
         await self._run_write(session_id, "update", f"doc:{check_doc(doc)}", payload)
 
     @_guarded
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> int:
+    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
         payload = [dumps(e) for e in check_entries(entries)]
-        return await self._run_write(session_id, "append", f"log:{check_log(log)}", payload)
+        await self._run_write(session_id, "append", f"log:{check_log(log)}", payload)
 
     @_guarded
     async def log_length(self, *, session_id: str, log: LogName) -> int:

@@ -91,7 +91,9 @@ async def test_list_and_delete_prefix_touch_only_that_session(blobs: BlobReposit
         await blobs.put(key=session_blob_key(mine, name), data=name.encode(), content_type="x/y")
     await blobs.put(key=session_blob_key(other, "user.jpg"), data=b"keep", content_type="x/y")
     listed = [i.key async for i in blobs.list(prefix=session_blob_prefix(mine))]
-    assert listed == sorted(session_blob_key(mine, n) for n in ("user.jpg", "partner.png", "child_1.png"))
+    assert listed == sorted(
+        session_blob_key(mine, n) for n in ("user.jpg", "partner.png", "child_1.png")
+    )
     assert await blobs.delete_prefix(prefix=session_blob_prefix(mine)) == 3
     assert [i async for i in blobs.list(prefix=session_blob_prefix(mine))] == []
     assert await read_all(await blobs.open(key=session_blob_key(other, "user.jpg"))) == b"keep"

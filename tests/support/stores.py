@@ -60,13 +60,13 @@ async def build_blob_repo(spec: StoreSpec) -> BlobRepository:
 
         return DiskBlobRepository(root=Path(p["root"]), key_prefix=p.get("key_prefix", ""))
     if spec.kind == "s3":
-        from app.repositories.s3_blobs import S3BlobRepository
+        from app.repositories.s3_blobs import open_s3
 
-        return await S3BlobRepository.open(**p)
+        return await open_s3(**p)
     if spec.kind == "gcs":
-        from app.repositories.gcs_blobs import GCSBlobRepository
+        from app.repositories.gcs_blobs import open_gcs
 
-        return await GCSBlobRepository.open(**p)
+        return await open_gcs(**p)
     raise ValueError(f"unknown blob store kind {spec.kind}")
 
 

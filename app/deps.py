@@ -1,0 +1,63 @@
+"""FastAPI dependencies as Annotated aliases; the only bridge from routes to services.
+
+All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a costly hop
+for what is only an attribute lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from app.agents.hera import HeraAgent
+from app.container import Services
+from app.errors import NotFound
+from app.repositories.base import BlobRepository, SessionRepository, is_session_id
+from app.settings import Settings
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_sessions(services: Annotated[Services, Depends(get_services)]) -> SessionRepository:
+    return services.sessions
+
+
+async def get_blobs(services: Annotated[Services, Depends(get_services)]) -> BlobRepository:
+    return services.blobs
+
+
+async def get_hera(services: Annotated[Services, Depends(get_services)]) -> HeraAgent:
+    return services.hera
+
+
+async def session_id_path(
+    session_id: Annotated[
+        str,
+        Path(
+            description="Session id (canonical UUID4).",
+            examples=["0b6f1c9e-4a5b-4c1d-9e2f-3a4b5c6d7e8f"],
+            max_length=36,
+        ),
+    ],
+) -> str:
+    # Anything but a canonical UUID is refused here, before any store is touched.
+    if not is_session_id(session_id):
+        raise NotFound("セッションが見つかりません。", code="session_not_found")
+    return session_id
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionsDep = Annotated[SessionRepository, Depends(get_sessions)]
+BlobsDep = Annotated[BlobRepository, Depends(get_blobs)]
+HeraDep = Annotated[HeraAgent, Depends(get_hera)]
+SessionIdDep = Annotated[str, Depends(session_id_path)]

@@ -1,0 +1,158 @@
+"""Domain errors of the HTTP edge and the one table that maps every error to JSON.
+
+Every non-2xx response is `{"error": <human message>, "code": <machine code>, ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.agents.brains.base import BrainError, BrainTimeout
+from app.agents.errors import (
+    AgentError,
+    EmptyMessage,
+    InterviewIncomplete,
+    MessageTooLong,
+    PreconditionFailed,
+)
+from app.repositories.base import (
+    BlobNotFound,
+    InvalidId,
+    RepositoryError,
+    SessionBusy,
+    SessionNotFound,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("hera.errors")
+
+
+class AppError(Exception):
+    """An error with its HTTP status, machine code and extra JSON fields."""
+
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "内部エラーが発生しました。"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, **extra: Any):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.code = code or self.code
+        self.extra = extra
+
+
+class NotFound(AppError):
+    status, code, message = 404, "not_found", "見つかりません。"
+
+
+class Conflict(AppError):
+    status, code, message = 409, "conflict", "現在の状態ではこの操作はできません。"
+
+
+class InvalidInput(AppError):
+    status, code, message = 422, "invalid_input", "入力が正しくありません。"
+
+
+class PayloadTooLarge(AppError):
+    status, code, message = 413, "payload_too_large", "送信されたデータが大きすぎます。"
+
+
+class UnsupportedMedia(AppError):
+    status, code, message = 415, "unsupported_media_type", "対応していない形式です。"
+
+
+def error_body(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
+
+
+# (exception type, status, code, message) — the most specific type first.
+_DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (SessionNotFound, 404, "session_not_found", "セッションが見つかりません。"),
+    (InvalidId, 404, "not_found", "見つかりません。"),
+    (EmptyMessage, 422, "empty_message", "メッセージを入力してください。"),
+    (BlobNotFound, 404, "image_not_found", "画像が見つかりません。"),
+    (SessionBusy, 409, "session_busy", "前のメッセージを処理中です。少し待ってからもう一度送ってください。"),
+    (StoreUnavailable, 503, "store_unavailable", "保存先に接続できません。しばらくしてから再試行してください。"),
+    (BrainTimeout, 504, "llm_timeout", "AIの応答が時間内に返りませんでした。もう一度お試しください。"),
+    (BrainError, 502, "llm_error", "AIの応答を取得できませんでした。もう一度お試しください。"),
+)  # fmt: skip
+
+
+def response_for(exc: Exception) -> JSONResponse | None:
+    """The JSON response for a known error, or None for an unexpected one."""
+    if isinstance(exc, AppError):
+        return error_body(exc.status, exc.code, exc.message, **exc.extra)
+    if isinstance(exc, InterviewIncomplete):
+        return error_body(
+            409,
+            "interview_incomplete",
+            "まだ伺っていない項目があります。",
+            missing_fields=exc.missing,
+            information_complete=False,
+        )
+    if isinstance(exc, MessageTooLong):
+        message = f"メッセージは{exc.limit}文字以内で入力してください。"
+        return error_body(413, "message_too_long", message, limit=exc.limit)
+    if isinstance(exc, PreconditionFailed):
+        return error_body(409, exc.code, exc.message)
+    for kind, status, code, message in _DOMAIN_TABLE:
+        if isinstance(exc, kind):
+            extra: dict[str, Any] = {}
+            if isinstance(exc, StoreUnavailable):
+                extra["store"] = exc.store
+                log.warning("store unavailable: %s", exc)
+            elif isinstance(exc, BrainError):
+                log.warning("llm failure: %s", type(exc).__name__)
+            return error_body(status, code, message, **extra)
+    return None
+
+
+async def _domain_handler(_: Request, exc: Exception) -> JSONResponse:
+    response = response_for(exc)
+    if response is None:  # registered types always map; keep mypy and readers sure
+        raise exc
+    return response
+
+
+async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "Error"
+    code = getattr(exc, "code", None) or phrase.lower().replace(" ", "_").replace("-", "_")
+    message = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else phrase
+    return JSONResponse(
+        {"error": message, "code": code}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        details.append({"loc": loc, "msg": err.get("msg", ""), "type": err.get("type", "")})
+    if any(d["type"] == "json_invalid" for d in details):
+        return error_body(
+            400, "invalid_json", "リクエストの JSON を読み取れません。", details=details
+        )
+    first = details[0] if details else {"loc": [], "msg": ""}
+    where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
+    return error_body(422, "validation_error", f"{where}: {first['msg']}", details=details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _domain_handler)
+    app.add_exception_handler(RepositoryError, _domain_handler)
+    app.add_exception_handler(BrainError, _domain_handler)
+    app.add_exception_handler(AgentError, _domain_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)

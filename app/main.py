@@ -1,0 +1,67 @@
+"""Composition root: `create_app(settings)` builds the app; the lifespan builds the stores."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.container import build_services
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.routers import health, sessions
+from app.settings import Settings, SettingsError, load_settings
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment; on error one line per problem and exit code 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        app.state.services = await build_services(app.state.settings, stack)
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or settings_or_exit()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    app = FastAPI(
+        title="Hera API",
+        version="0.1.0",
+        summary="Backend of the Hera future family simulator.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_request_bytes,
+        upload_limit=settings.max_upload_bytes,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
+    )
+    app.include_router(health.router)
+    app.include_router(sessions.router)
+    return app
+
+
+app = create_app()

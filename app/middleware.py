@@ -1,0 +1,131 @@
+"""ASGI middlewares: request context + catch-all (inside CORS), and the request-size limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
+from app.logs import request_id_var
+
+log = logging.getLogger("hera.access")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    """Request id, one access line per request, and JSON for anything unexpected.
+
+    It sits inside CORSMiddleware, so even a 500 carries CORS headers (a handler registered
+    for Exception would run outside CORS and the browser would only see a CORS failure).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error")
+            if not response_started:
+                response = error_body(
+                    500, "internal_error", "内部エラーが発生しました。", request_id=request_id
+                )
+                await response(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "<unmatched>"
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                path,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class _TooLarge(StarletteHTTPException):
+    # An HTTPException, so FastAPI's body parsing re-raises it instead of turning it into 400.
+    code = "payload_too_large"
+
+    def __init__(self) -> None:
+        super().__init__(413, "送信されたデータが大きすぎます。")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, counted as they arrive (chunked bodies included)."""
+
+    def __init__(self, app: ASGIApp, *, default_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Multipart framing adds a little around the file itself.
+        is_upload = scope["path"].endswith("/photos/user")
+        limit = self.upload_limit + 64 * 1024 if is_upload else self.default_limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_wrapper)
+        except _TooLarge:
+            if not response_started:
+                await self._reject(scope, receive, send, limit)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error_body(
+            413, "payload_too_large", "送信されたデータが大きすぎます。", limit_bytes=limit
+        )
+        await response(scope, receive, send)

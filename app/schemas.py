@@ -1,0 +1,113 @@
+"""Request and response models of the HTTP API (what OpenAPI shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SESSION_EXAMPLE = "0b6f1c9e-4a5b-4c1d-9e2f-3a4b5c6d7e8f"
+TS_EXAMPLE = "2026-11-23T10:00:00+00:00"
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(
+        description="Human-readable message (Japanese).", examples=["見つかりません。"]
+    )
+    code: str = Field(description="Machine-readable code.", examples=["session_not_found"])
+    model_config = ConfigDict(extra="allow")
+
+
+class IncompleteResponse(ErrorResponse):
+    missing_fields: list[str]
+    information_complete: Literal[False] = False
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    checks: dict[str, str] = Field(examples=[{"sessions": "ok", "blobs": "ok"}])
+
+
+class HistoryEntry(BaseModel):
+    speaker: str = Field(examples=["hera"])
+    message: str = Field(examples=["こんにちは、ヘーラーです。"])
+    timestamp: str = Field(examples=[TS_EXAMPLE])
+    model_config = ConfigDict(extra="allow")
+
+
+class Progress(BaseModel):
+    collected: int = Field(ge=0, examples=[3])
+    total: int = Field(gt=0, examples=[5])
+
+
+class InformationProgress(BaseModel):
+    basic_info: Progress
+    relationship: Progress
+    personality: Progress
+    children_info: Progress
+
+
+class MessageRequest(BaseModel):
+    message: str = Field(
+        min_length=1,
+        max_length=100_000,  # the real limit (MAX_MESSAGE_CHARS) is checked by the agent → 413
+        description="The user's message.",
+        examples=["32歳の女性です。独身で東京に住んでいます。"],
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
+
+
+class SessionCreated(BaseModel):
+    session_id: str = Field(examples=[SESSION_EXAMPLE])
+    created_at: datetime = Field(examples=[TS_EXAMPLE])
+    status: Literal["created"] = "created"
+
+
+class SessionSummary(BaseModel):
+    session_id: str = Field(examples=[SESSION_EXAMPLE])
+    created_at: datetime
+    updated_at: datetime
+    interview_status: Literal["INCOMPLETE", "COMPLETED"]
+    profile_complete: bool
+    family_status: str = Field(examples=["not_started"])
+    images: list[str] = Field(examples=[["user", "partner"]])
+
+
+class InterviewStatus(BaseModel):
+    user_profile: dict[str, Any]
+    conversation_history: list[HistoryEntry]
+    information_progress: InformationProgress
+    missing_fields: list[str] = Field(examples=[["income_range", "children_info"]])
+    profile_complete: bool
+
+
+class MessageResponse(BaseModel):
+    reply: str = Field(examples=["ありがとうございます。お住まいはどちらですか？"])
+    conversation_history: list[HistoryEntry]
+    user_profile: dict[str, Any]
+    information_progress: InformationProgress
+    missing_fields: list[str]
+    profile_complete: bool
+    session_status: Literal["INCOMPLETE", "COMPLETED"]
+    completion_message: str | None
+    last_extracted_fields: list[str] = Field(examples=[["age", "gender"]])
+
+
+class CompleteResponse(BaseModel):
+    message: str
+    user_profile: dict[str, Any]
+    conversation_history: list[HistoryEntry]
+    information_progress: InformationProgress
+    missing_fields: list[str] = Field(max_length=0)
+    information_complete: Literal[True] = True

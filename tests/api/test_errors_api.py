@@ -1,0 +1,183 @@
+"""Every non-2xx response is JSON {"error", "code"}; bad input loses nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.agents.brains.base import BrainError, BrainTimeout, InterviewTurn
+from tests.api.conftest import ApiClient
+
+
+class ExplodingBrain:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def interview_turn(self, **_: Any) -> InterviewTurn:
+        raise self.exc
+
+
+def use_brain(api: ApiClient, brain: object) -> None:
+    api.app.state.services.hera._brain = brain
+
+
+async def new_session(api: ApiClient) -> str:
+    return str((await api.post("/api/sessions")).json()["session_id"])
+
+
+def assert_json_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["code"], str) and body["code"]
+    if code is not None:
+        assert body["code"] == code
+    return body
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "not-a-uuid",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e",
+        "0B6F1C9E-4A5B-4C1D-9E2F-3A4B5C6D7E8F",
+        "x" * 300,
+    ],
+)
+async def test_non_uuid_session_ids_are_404_json(local_api: ApiClient, bad_id: str) -> None:
+    for method, path in (("GET", ""), ("GET", "/status"), ("POST", "/messages"), ("DELETE", "")):
+        response = await local_api.request(
+            method, f"/api/sessions/{bad_id}{path}", json={"message": "hi"}
+        )
+        assert response.status_code in (404, 422)
+        assert_json_error(response, response.status_code)
+
+
+async def test_unknown_route_and_wrong_method_are_json(local_api: ApiClient) -> None:
+    assert_json_error(await local_api.get("/api/nothing-here"), 404)
+    assert_json_error(await local_api.put("/api/sessions"), 405)
+
+
+async def test_malformed_json_body_is_a_json_400(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    response = await local_api.post(
+        f"/api/sessions/{sid}/messages",
+        content=b'{"message": "broken',
+        headers={"content-type": "application/json"},
+    )
+    assert_json_error(response, 400, "invalid_json")
+
+
+async def test_wrong_content_type_is_a_json_4xx(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    response = await local_api.post(
+        f"/api/sessions/{sid}/messages",
+        content=b"message=hi",
+        headers={"content-type": "text/plain"},
+    )
+    assert 400 <= response.status_code < 500
+    assert_json_error(response, response.status_code)
+
+
+async def test_missing_and_blank_messages_are_422(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    assert_json_error(await local_api.post(f"/api/sessions/{sid}/messages", json={}), 422)
+    body = assert_json_error(
+        await local_api.post(f"/api/sessions/{sid}/messages", json={"message": " \n\t "}), 422
+    )
+    assert "message" in body["error"]
+    history = (await local_api.get(f"/api/sessions/{sid}/status")).json()["conversation_history"]
+    assert history == []
+
+
+async def test_overlong_message_is_413_and_stores_nothing(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    limit = local_api.settings.max_message_chars
+    response = await local_api.post(
+        f"/api/sessions/{sid}/messages", json={"message": "あ" * (limit + 1)}
+    )
+    assert_json_error(response, 413, "message_too_long")
+    ok = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "あ" * limit})
+    assert ok.status_code == 200
+    history = (await local_api.get(f"/api/sessions/{sid}/status")).json()["conversation_history"]
+    assert len(history) == 2
+
+
+async def test_oversized_request_body_is_413(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    huge = b'{"message": "' + b"a" * (local_api.settings.max_request_bytes + 10) + b'"}'
+    response = await local_api.post(
+        f"/api/sessions/{sid}/messages", content=huge, headers={"content-type": "application/json"}
+    )
+    assert_json_error(response, 413, "payload_too_large")
+
+
+async def test_unknown_fields_in_the_body_are_ignored(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    response = await local_api.post(
+        f"/api/sessions/{sid}/messages", json={"message": "32歳です", "admin": True}
+    )
+    assert response.status_code == 200
+
+
+async def test_llm_timeout_is_504_and_keeps_the_users_message(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳の女性です。"})
+    before = (await local_api.get(f"/api/sessions/{sid}/status")).json()
+    use_brain(local_api, ExplodingBrain(BrainTimeout("slow")))
+    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "東京です"})
+    assert_json_error(response, 504, "llm_timeout")
+    after = (await local_api.get(f"/api/sessions/{sid}/status")).json()
+    assert after["conversation_history"][-1]["message"] == "東京です"
+    assert after["conversation_history"][-1]["speaker"] == "user"
+    assert after["user_profile"] == before["user_profile"]
+
+
+async def test_llm_failure_is_502_and_leaves_the_profile_untouched(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    use_brain(local_api, ExplodingBrain(BrainError("boom")))
+    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳です"})
+    assert_json_error(response, 502, "llm_error")
+    after = (await local_api.get(f"/api/sessions/{sid}/status")).json()
+    assert after["user_profile"] == {}
+    assert [e["speaker"] for e in after["conversation_history"]] == ["user"]
+
+
+async def test_unexpected_errors_are_json_500_without_details(local_api: ApiClient) -> None:
+    sid = await new_session(local_api)
+    use_brain(local_api, ExplodingBrain(RuntimeError("secret internals /etc/shadow")))
+    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "こんにちは"})
+    body = assert_json_error(response, 500, "internal_error")
+    assert "secret" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_health_touches_nothing_and_ready_pings_both_stores(local_api: ApiClient) -> None:
+    assert (await local_api.get("/api/health")).json() == {"status": "ok"}
+    ready = await local_api.get("/api/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok"}
+
+
+async def test_ready_names_the_store_that_is_down(local_api: ApiClient) -> None:
+    from app.repositories.base import StoreUnavailable
+
+    async def down() -> None:
+        raise StoreUnavailable("blobs", "test")
+
+    local_api.app.state.services.blobs.ping = down
+    response = await local_api.get("/api/ready")
+    body = assert_json_error(response, 503, "not_ready")
+    assert body["checks"] == {"sessions": "ok", "blobs": "down"}
+    assert (await local_api.get("/api/health")).status_code == 200
+
+
+async def test_request_id_is_echoed_or_generated(local_api: ApiClient) -> None:
+    echoed = await local_api.get("/api/health", headers={"x-request-id": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await local_api.get("/api/health", headers={"x-request-id": "bad id\n"})
+    assert generated.headers["x-request-id"] != "bad id\n"
+    assert len(generated.headers["x-request-id"]) == 32

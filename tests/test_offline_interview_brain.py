@@ -1,0 +1,669 @@
+"""The offline Hera brain: Japanese parsing rules, short answers in context, replies, no state."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from typing import Any
+
+import pytest
+
+from app.agents.brains import offline_lexicon as lx
+from app.agents.brains.base import InterviewBrain, InterviewTurn
+from app.agents.brains.offline_interview import (
+    OfflineInterviewBrain,
+    Topic,
+    compose_reply,
+    missing_profile_fields,
+    parse_message,
+    topic_of_question,
+)
+
+JSON = dict[str, Any]
+BIG_FIVE = {"openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"}
+JAPANESE = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u4e00-\u9fff]")
+
+SINGLE_BASICS: JSON = {"age": 30, "gender": "女性", "relationship_status": "single"}
+MARRIED_BASICS: JSON = {"age": 40, "gender": "男性", "relationship_status": "married"}
+
+
+def parse(message: str, topic: str | None = None, sub: str | None = None, **profile: Any) -> JSON:
+    return parse_message(message, profile=profile, topic=Topic(topic, sub))
+
+
+# --- the loop the agent runs, written here from the spec (independent of the brain) -----
+def spec_missing(profile: JSON) -> list[str]:
+    def filled(value: object) -> bool:
+        return value not in (None, "", [], {})
+
+    missing = [
+        f
+        for f in ("age", "gender", "relationship_status", "location", "income_range")
+        if not filled(profile.get(f))
+    ]
+    if len(BIG_FIVE & set(profile.get("user_personality_traits") or {})) < 2:
+        missing.append("user_personality_traits")
+    if not filled(profile.get("partner_face_description")):
+        missing.append("partner_face_description")
+    married = profile.get("relationship_status") in ("married", "partnered")
+    key = "current_partner" if married else "ideal_partner"
+    partner = profile.get(key) or {}
+    if not all(filled(partner.get(k)) for k in ("name", "temperament", "appearance")):
+        missing.append(key)
+    children = profile.get("children_info") or []
+    if not any(filled(c.get("name")) and filled(c.get("desired_gender")) for c in children):
+        missing.append("children_info")
+    return missing
+
+
+def deep_merge(profile: JSON, extracted: JSON) -> JSON:
+    merged = copy.deepcopy(profile)
+    for key, value in extracted.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def assert_well_typed(extracted: JSON) -> None:
+    if "age" in extracted:
+        assert type(extracted["age"]) is int
+    assert extracted.get("gender", "男性") in ("男性", "女性", "その他")
+    assert extracted.get("relationship_status", "other") in (
+        "married",
+        "partnered",
+        "single",
+        "other",
+    )
+    for key in ("location", "income_range", "partner_face_description", "lifestyle"):
+        assert isinstance(extracted.get(key, ""), str)
+    traits = extracted.get("user_personality_traits", {})
+    assert set(traits) <= BIG_FIVE
+    assert all(isinstance(v, float) and 0 <= v <= 1 for v in traits.values())
+    for key in ("current_partner", "ideal_partner"):
+        partner = extracted.get(key, {})
+        assert set(partner) <= {
+            "name",
+            "temperament",
+            "appearance",
+            "personality_traits",
+            "hobbies",
+            "speaking_style",
+        }
+        assert all(isinstance(partner[k], str) for k in partner.keys() & {"name", "temperament"})
+    for child in extracted.get("children_info", []):
+        assert set(child) <= {"name", "desired_gender"}
+        assert child.get("desired_gender", "どちらでも") in ("男の子", "女の子", "どちらでも")
+
+
+class Session:
+    """One interview as the agent runs it: profile, history, merge, recomputed missing."""
+
+    def __init__(self) -> None:
+        self.profile: JSON = {}
+        self.history: list[JSON] = []
+        self.turns: list[InterviewTurn] = []
+
+    async def say(self, brain: InterviewBrain, message: str) -> None:
+        turn = await brain.interview_turn(
+            profile=copy.deepcopy(self.profile),
+            history=copy.deepcopy(self.history),
+            message=message,
+            missing_fields=spec_missing(self.profile),
+        )
+        assert_well_typed(turn.extracted)
+        self.profile = deep_merge(self.profile, turn.extracted)
+        self.history += [
+            {"speaker": "user", "message": message, "timestamp": "2025-01-01T00:00:00Z"},
+            {"speaker": "hera", "message": turn.reply, "timestamp": "2025-01-01T00:00:01Z"},
+        ]
+        self.turns.append(turn)
+
+
+async def run_interview(brain: InterviewBrain, script: list[str]) -> Session:
+    session = Session()
+    for message in script:
+        if not spec_missing(session.profile):
+            break
+        await session.say(brain, message)
+    return session
+
+
+SCRIPTS = {
+    "single woman, one topic per answer": [
+        "３２歳の女性です。独身です。",
+        "東京に住んでいます。",
+        "年収は５００万円くらいです。",
+        "社交的で好奇心旺盛ですが、少し心配性です。",
+        "目が大きくて、黒髪の短髪で、笑顔が素敵な人がいいです。",
+        "名前はゆうとで、優しくて明るい人が理想です。",
+        "男の子と女の子が欲しいです。名前はたろうとはなこ。",
+    ],
+    "partnered woman giving short answers": [
+        "女です。28才。彼氏がいます",
+        "横浜に住んでます",
+        "400万くらい",
+        "人見知りだけど、まじめで計画的です",
+        "彼は目が細くて、短髪で、眼鏡をかけています",
+        "健太です",
+        "穏やかで面白い人です",
+        "女の子がいいな。名前はさくら",
+    ],
+    "married man answering several things at once": [
+        "40歳の男性です。結婚しています。大阪在住で年収は800万円です。",
+        "内向的で几帳面、穏やかな性格です。",
+        "妻の名前は美咲で、優しくて家庭的です。丸顔で色白、髪はボブです。",
+        "子どもは2人、長男 太郎、長女 花子",
+    ],
+    "everything in one message": [
+        "32歳の男性で、妻がいます。東京在住、年収600万円。性格は社交的で几帳面です。"
+        "妻の名前はさくらで、明るくて優しい性格です。見た目は小柄で黒髪のロング、目が大きいです。"
+        "子どもは女の子が1人欲しくて、名前はひなたです。",
+    ],
+}
+
+
+# --- the scripted interview -----------------------------------------------------------
+@pytest.mark.parametrize("script", SCRIPTS.values(), ids=SCRIPTS.keys())
+async def test_a_scripted_japanese_user_completes_the_profile_in_at_most_eight_turns(
+    script: list[str],
+) -> None:
+    session = await run_interview(OfflineInterviewBrain(), script)
+    profile, turns = session.profile, session.turns
+
+    assert spec_missing(profile) == []
+    assert len(turns) <= 8
+    assert all(turn.reply.strip() and JAPANESE.search(turn.reply) for turn in turns)
+    assert lx.ALL_DONE in turns[-1].reply
+    assert all(lx.ALL_DONE not in turn.reply for turn in turns[:-1])
+
+
+async def test_the_scripted_single_user_ends_with_the_profile_she_described() -> None:
+    session = await run_interview(
+        OfflineInterviewBrain(), SCRIPTS["single woman, one topic per answer"]
+    )
+    profile = session.profile
+
+    assert profile["age"] == 32
+    assert profile["location"] == "東京"
+    assert profile["income_range"] == "500万円"
+    assert profile["ideal_partner"]["name"] == "ゆうと"
+    assert profile["children_info"] == [
+        {"desired_gender": "男の子", "name": "たろう"},
+        {"desired_gender": "女の子", "name": "はなこ"},
+    ]
+
+
+def test_missing_profile_fields_follows_the_spec_rule_and_order() -> None:
+    partial: JSON = {
+        **MARRIED_BASICS,
+        "user_personality_traits": {"openness": 0.8},
+        "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
+        "children_info": [{"name": "さくら"}],
+    }
+    complete: JSON = {
+        **SINGLE_BASICS,
+        "location": "東京",
+        "income_range": "500万円",
+        "user_personality_traits": {"openness": 0.8, "neuroticism": 0.2},
+        "partner_face_description": "丸顔",
+        "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
+        "children_info": [{"name": "さくら", "desired_gender": "女の子"}],
+    }
+
+    assert missing_profile_fields({}) == spec_missing({})
+    assert missing_profile_fields(partial) == [
+        "location",
+        "income_range",
+        "user_personality_traits",
+        "partner_face_description",
+        "current_partner",
+        "children_info",
+    ]
+    assert missing_profile_fields(complete) == spec_missing(complete) == []
+    assert missing_profile_fields({**complete, "location": ""}) == ["location"]
+
+
+# --- parser rules ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "message", ["32歳です", "32才です", "３２歳です", "年齢は32", "三十二歳です"]
+)
+def test_age_is_read_from_sai_sai_full_width_and_kanji_numbers(message: str) -> None:
+    assert parse(message)["age"] == 32
+
+
+def test_a_bare_number_is_an_age_only_after_the_age_question() -> None:
+    assert parse("32", "basics") == {"age": 32}
+    assert parse("３２です", "basics") == {"age": 32}
+    assert "age" not in parse("32", "location")
+
+
+def test_a_childs_or_partners_age_is_not_taken_for_the_users() -> None:
+    assert "age" not in parse("5歳の娘がいます")
+    assert parse("妻は30歳、私は32歳です")["age"] == 32
+
+
+@pytest.mark.parametrize(
+    ("message", "gender"),
+    [
+        ("男です", "男性"),
+        ("男性です", "男性"),
+        ("女です", "女性"),
+        ("28才の女性", "女性"),
+        ("ノンバイナリーです", "その他"),
+    ],
+)
+def test_gender_words_are_normalised(message: str, gender: str) -> None:
+    assert parse(message)["gender"] == gender
+
+
+@pytest.mark.parametrize(
+    "message", ["彼女がいます", "長女です", "男の子が欲しい", "優しい女性が好き"]
+)
+def test_gender_is_not_read_from_words_about_other_people(message: str) -> None:
+    assert "gender" not in parse(message)
+
+
+@pytest.mark.parametrize(
+    ("message", "status"),
+    [
+        ("既婚です", "married"),
+        ("結婚しています", "married"),
+        ("妻と二人暮らしです", "married"),
+        ("交際中です", "partnered"),
+        ("彼女がいます", "partnered"),
+        ("彼氏がいます", "partnered"),
+        ("パートナーがいます", "partnered"),
+        ("付き合っている人がいます", "partnered"),
+        ("独身です", "single"),
+        ("未婚です", "single"),
+        ("シングルです", "single"),
+        ("結婚していません", "single"),
+        ("彼女はいません", "single"),
+        ("離婚して今は独身です", "single"),
+        ("離婚しました", "other"),
+    ],
+)
+def test_relationship_status_is_normalised(message: str, status: str) -> None:
+    assert parse(message)["relationship_status"] == status
+
+
+@pytest.mark.parametrize(
+    ("message", "topic", "location"),
+    [
+        ("東京に住んでいます", None, "東京"),
+        ("大阪在住です", None, "大阪"),
+        ("神奈川県に住んでいます", None, "神奈川"),
+        ("大阪府出身で、今は福岡に住んでいます", None, "福岡"),
+        ("世田谷区に住んでいます", None, "世田谷区"),
+        ("都内在住", None, "東京"),
+        ("札幌です", "location", "札幌"),
+        ("横浜市", "location", "横浜"),
+        ("つくば", "location", "つくば"),
+    ],
+)
+def test_location_is_read_from_residence_phrases_and_place_names(
+    message: str, topic: str | None, location: str
+) -> None:
+    assert parse(message, topic)["location"] == location
+
+
+def test_a_place_mentioned_in_passing_is_not_a_residence() -> None:
+    assert "location" not in parse("大阪出身です")
+    assert "location" not in parse("京都に旅行したいです")
+
+
+@pytest.mark.parametrize(
+    ("message", "topic", "income"),
+    [
+        ("年収500万です", None, "500万円"),
+        ("500万円です", None, "500万円"),
+        ("５００万円です", None, "500万円"),
+        ("年収は五百万円くらい", None, "500万円"),
+        ("年収は600万円から700万円くらい", None, "600〜700万円"),
+        ("年収は1000万円以上", None, "1000万円以上"),
+        ("500", "income_range", "500万円"),
+        ("450万くらい", "income_range", "450万円"),
+        ("秘密です", "income_range", "非公開"),
+    ],
+)
+def test_income_is_read_in_man_yen(message: str, topic: str | None, income: str) -> None:
+    assert parse(message, topic)["income_range"] == income
+
+
+def test_money_that_is_not_an_income_is_ignored() -> None:
+    assert "income_range" not in parse("貯金は300万円です")
+    assert "income_range" not in parse("300万円の車が欲しい")
+
+
+@pytest.mark.parametrize(
+    ("message", "trait", "high"),
+    [
+        ("社交的です", "extraversion", True),
+        ("外向的です", "extraversion", True),
+        ("内向的です", "extraversion", False),
+        ("人見知りです", "extraversion", False),
+        ("好奇心が強いです", "openness", True),
+        ("新しいことが好きです", "openness", True),
+        ("几帳面です", "conscientiousness", True),
+        ("真面目で計画的です", "conscientiousness", True),
+        ("優しいとよく言われます", "agreeableness", True),
+        ("思いやりがあって協調性があります", "agreeableness", True),
+        ("心配性です", "neuroticism", True),
+        ("緊張しやすいです", "neuroticism", True),
+        ("落ち着いています", "neuroticism", False),
+        ("穏やかです", "neuroticism", False),
+    ],
+)
+def test_personality_keywords_become_big_five_scores(message: str, trait: str, high: bool) -> None:
+    traits = parse(message, "user_personality_traits")["user_personality_traits"]
+
+    assert (traits[trait] > 0.5) is high
+    assert all(0 <= v <= 1 for v in traits.values())
+
+
+def test_only_the_traits_mentioned_are_extracted() -> None:
+    traits = parse("社交的で几帳面です")["user_personality_traits"]
+
+    assert set(traits) == {"extraversion", "conscientiousness"}
+
+
+def test_negation_and_intensity_shift_a_trait_score() -> None:
+    def score(message: str) -> float:
+        value: float = parse(message)["user_personality_traits"]["extraversion"]
+        return value
+
+    assert parse("心配性ではないです")["user_personality_traits"]["neuroticism"] < 0.5
+    assert score("人見知りしない") > 0.5
+    assert score("とても社交的") > score("社交的") > score("少し社交的") > 0.5
+
+
+def test_partner_details_go_to_current_partner_when_married() -> None:
+    extracted = parse(
+        "妻の花子はとても穏やかで、関西弁を話します。趣味は料理と映画鑑賞です", **MARRIED_BASICS
+    )
+
+    partner = extracted["current_partner"]
+    assert partner["name"] == "花子"
+    assert partner["temperament"] == "穏やか"
+    assert partner["speaking_style"] == "関西弁"
+    assert partner["hobbies"] == ["料理", "映画鑑賞"]
+    assert "ideal_partner" not in extracted
+
+
+def test_partner_details_go_to_ideal_partner_when_single_or_unknown() -> None:
+    assert parse("理想は優しくて明るい人です", **SINGLE_BASICS)["ideal_partner"]["temperament"] == (
+        "優しい、明るい"
+    )
+    assert (
+        parse("背が高くて眼鏡をかけた人がいい")["ideal_partner"]["appearance"] == "背が高い、眼鏡"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "name"),
+    [
+        ("名前は花子です", "花子"),
+        ("花子さんです", "花子"),
+        ("名前ははなこ", "はなこ"),
+        ("名前は健太で、明るい", "健太"),
+    ],
+)
+def test_partner_names_are_read_without_honorifics_or_copulas(message: str, name: str) -> None:
+    assert parse(message, "partner")["ideal_partner"]["name"] == name
+
+
+def test_a_face_answer_becomes_the_face_description_and_fills_the_looks() -> None:
+    extracted = parse("丸顔で二重、優しそうな目をしています", "partner_face_description")
+
+    assert extracted["partner_face_description"] == "丸顔で二重、優しそうな目をしています"
+    assert extracted["ideal_partner"] == {"appearance": "丸顔、二重"}
+
+
+def test_a_face_mentioned_unasked_is_described_from_its_own_clause() -> None:
+    extracted = parse(
+        "妻の名前はさくらで、明るい性格です。見た目は小柄で黒髪のロング", **MARRIED_BASICS
+    )
+
+    assert extracted["partner_face_description"] == "小柄で黒髪のロング"
+    assert extracted["current_partner"]["name"] == "さくら"
+
+
+@pytest.mark.parametrize(
+    ("message", "children"),
+    [
+        (
+            "男の子と女の子が欲しい。名前はたろうとはなこ",
+            [
+                {"desired_gender": "男の子", "name": "たろう"},
+                {"desired_gender": "女の子", "name": "はなこ"},
+            ],
+        ),
+        (
+            "子どもは2人、長男 太郎、長女 花子",
+            [
+                {"desired_gender": "男の子", "name": "太郎"},
+                {"desired_gender": "女の子", "name": "花子"},
+            ],
+        ),
+        ("娘のさくら", [{"desired_gender": "女の子", "name": "さくら"}]),
+        ("息子の名前はゆうとにしたいです", [{"desired_gender": "男の子", "name": "ゆうと"}]),
+        ("どちらでもいいです。名前はひかり", [{"desired_gender": "どちらでも", "name": "ひかり"}]),
+        (
+            "男の子が２人欲しい。名前は太郎と次郎",
+            [
+                {"desired_gender": "男の子", "name": "太郎"},
+                {"desired_gender": "男の子", "name": "次郎"},
+            ],
+        ),
+        ("ひとみとまこと", [{"name": "ひとみ"}, {"name": "まこと"}]),
+    ],
+)
+def test_children_are_read_with_desired_gender_and_name(message: str, children: list[JSON]) -> None:
+    assert parse(message, "children_info")["children_info"] == children
+
+
+def test_a_child_wish_is_read_even_in_a_sentence_about_the_user() -> None:
+    assert parse("私は女の子が欲しいです")["children_info"] == [{"desired_gender": "女の子"}]
+
+
+def test_child_follow_ups_complete_the_children_named_before() -> None:
+    named = [{"name": "ひとみ"}, {"name": "まこと"}]
+    gendered = [{"desired_gender": "男の子"}, {"desired_gender": "女の子"}]
+
+    assert parse("まことは男の子、ひとみは女の子", "children_info", children_info=named)[
+        "children_info"
+    ] == [
+        {"name": "ひとみ", "desired_gender": "女の子"},
+        {"name": "まこと", "desired_gender": "男の子"},
+    ]
+    assert parse("たろうとはなこです", "children_info", children_info=gendered)[
+        "children_info"
+    ] == [
+        {"desired_gender": "男の子", "name": "たろう"},
+        {"desired_gender": "女の子", "name": "はなこ"},
+    ]
+
+
+def test_a_message_with_nothing_recognisable_extracts_nothing() -> None:
+    assert parse("こんにちは、よろしくお願いします") == {}
+
+
+# --- short answers in context -----------------------------------------------------------
+async def test_short_answers_are_read_in_the_light_of_the_last_hera_question() -> None:
+    brain = OfflineInterviewBrain()
+
+    async def answer(question_field: str, message: str, profile: JSON) -> JSON:
+        missing = missing_profile_fields(profile)
+        question = compose_reply({}, profile, [question_field])
+        history = [{"speaker": "hera", "message": question, "timestamp": "t"}]
+        turn = await brain.interview_turn(
+            profile=profile, history=history, message=message, missing_fields=missing
+        )
+        return turn.extracted
+
+    traits_asked = {**SINGLE_BASICS, "location": "東京", "income_range": "500万円"}
+    partner_asked = {
+        **traits_asked,
+        "user_personality_traits": {"openness": 0.8, "extraversion": 0.7},
+        "partner_face_description": "丸顔",
+    }
+
+    assert await answer("age", "32", {}) == {"age": 32}
+    assert await answer("location", "福岡です", SINGLE_BASICS) == {"location": "福岡"}
+    assert await answer("ideal_partner", "花子です", partner_asked) == {
+        "ideal_partner": {"name": "花子"}
+    }
+    as_partner = await answer("ideal_partner", "優しくて明るい", partner_asked)
+    as_user = await answer("user_personality_traits", "優しくて明るい", traits_asked)
+    assert as_partner["ideal_partner"]["temperament"] == "優しい、明るい"
+    assert "user_personality_traits" not in as_partner
+    assert set(as_user) == {"user_personality_traits"}
+
+
+async def test_the_last_hera_question_wins_over_the_first_missing_field() -> None:
+    history = [{"speaker": "hera", "message": "どちらにお住まいですか？", "timestamp": "t"}]
+
+    turn = await OfflineInterviewBrain().interview_turn(
+        profile={}, history=history, message="つくば", missing_fields=spec_missing({})
+    )
+
+    assert turn.extracted == {"location": "つくば"}
+
+
+async def test_the_first_missing_field_gives_the_context_before_hera_has_asked() -> None:
+    turn = await OfflineInterviewBrain().interview_turn(
+        profile=dict(SINGLE_BASICS),
+        history=[],
+        message="福岡",
+        missing_fields=spec_missing(SINGLE_BASICS),
+    )
+
+    assert turn.extracted == {"location": "福岡"}
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "age",
+        "location",
+        "income_range",
+        "user_personality_traits",
+        "partner_face_description",
+        "ideal_partner",
+        "current_partner",
+        "children_info",
+    ],
+)
+def test_hera_recognises_each_of_her_own_questions(field: str) -> None:
+    expected = {"age": "basics", "ideal_partner": "partner", "current_partner": "partner"}
+    profile = {} if field == "age" else MARRIED_BASICS
+    reply = compose_reply({"location": "東京"}, profile, [field])
+
+    assert topic_of_question(reply).field == expected.get(field, field)
+
+
+def test_a_question_about_one_partner_detail_is_recognised_as_that_detail() -> None:
+    profile = {**SINGLE_BASICS, "ideal_partner": {"name": "花子", "appearance": "黒髪"}}
+
+    topic = topic_of_question(compose_reply({}, profile, ["ideal_partner"]))
+
+    assert topic == Topic("partner", "temperament")
+
+
+# --- replies ----------------------------------------------------------------------------
+async def test_the_reply_asks_about_the_first_missing_field() -> None:
+    brain = OfflineInterviewBrain()
+    profile = dict(SINGLE_BASICS)
+
+    turn = await brain.interview_turn(
+        profile=profile,
+        history=[],
+        message="よろしくお願いします",
+        missing_fields=spec_missing(profile),
+    )
+
+    assert turn.extracted == {}
+    assert "お住まい" in turn.reply
+    assert "年収" not in turn.reply
+
+
+async def test_age_gender_and_status_are_asked_in_one_question() -> None:
+    first = await OfflineInterviewBrain().interview_turn(
+        profile={}, history=[], message="こんにちは", missing_fields=spec_missing({})
+    )
+    after_age = await OfflineInterviewBrain().interview_turn(
+        profile={}, history=[], message="32歳の女性です", missing_fields=spec_missing({})
+    )
+
+    assert all(word in first.reply for word in ("年齢", "性別", "ご結婚"))
+    assert first.reply.count("？") == 1
+    assert "32歳の女性" in after_age.reply
+    assert "ご結婚" in after_age.reply
+    assert "年齢" not in after_age.reply
+
+
+async def test_the_reply_says_all_is_collected_and_asks_nothing_when_complete() -> None:
+    profile = {
+        **SINGLE_BASICS,
+        "location": "東京",
+        "income_range": "500万円",
+        "user_personality_traits": {"openness": 0.8, "neuroticism": 0.2},
+        "partner_face_description": "丸顔",
+        "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
+    }
+
+    turn = await OfflineInterviewBrain().interview_turn(
+        profile=profile,
+        history=[],
+        message="娘のさくら",
+        missing_fields=spec_missing(profile),
+    )
+
+    assert lx.ALL_DONE in turn.reply
+    assert "？" not in turn.reply
+    assert "さくらちゃん" in turn.reply
+
+
+# --- no state, no mutation, fast ----------------------------------------------------------
+async def test_one_brain_shared_by_interleaved_sessions_answers_like_separate_brains() -> None:
+    scripts = list(SCRIPTS.values())[:3]
+    separate = [await run_interview(OfflineInterviewBrain(), script) for script in scripts]
+
+    shared = OfflineInterviewBrain()
+    sessions = [Session() for _ in scripts]
+    for step in range(max(map(len, scripts))):  # turn 1 of each session, then turn 2 ...
+        for session, script in zip(sessions, scripts, strict=True):
+            if step < len(script) and spec_missing(session.profile):
+                await session.say(shared, script[step])
+
+    assert [s.profile for s in sessions] == [s.profile for s in separate]
+    assert [s.history for s in sessions] == [s.history for s in separate]
+    assert not hasattr(shared, "__dict__")
+
+
+async def test_the_brain_leaves_its_inputs_untouched() -> None:
+    profile: JSON = {**SINGLE_BASICS, "children_info": [{"name": "ひとみ"}]}
+    history = [{"speaker": "hera", "message": "お子さまについて教えてください。", "timestamp": "t"}]
+    before = copy.deepcopy((profile, history))
+
+    await OfflineInterviewBrain().interview_turn(
+        profile=profile, history=history, message="ひとみは女の子", missing_fields=["children_info"]
+    )
+
+    assert (profile, history) == before
+
+
+async def test_a_turn_is_fast_pure_cpu_work() -> None:
+    brain = OfflineInterviewBrain()
+    message = SCRIPTS["everything in one message"][0]
+    started = time.perf_counter()
+
+    for _ in range(100):
+        await brain.interview_turn(
+            profile={}, history=[], message=message, missing_fields=spec_missing({})
+        )
+
+    assert time.perf_counter() - started < 2.0  # about 2 ms per turn on a laptop
