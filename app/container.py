@@ -6,7 +6,10 @@ import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from app.agents.brains.base import FamilyBrain, ImageBrain, InterviewBrain
+from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
+from app.agents.images import ImageAgent
 from app.repositories import build_blob_repository, build_session_repository
 from app.repositories.base import BlobRepository, SessionRepository
 from app.settings import Settings
@@ -18,33 +21,51 @@ class Services:
     sessions: SessionRepository
     blobs: BlobRepository
     hera: HeraAgent
+    family: FamilyAgent
+    images: ImageAgent
 
 
-async def _interview_brain(settings: Settings, stack: AsyncExitStack) -> object:
+@dataclass(frozen=True)
+class Brains:
+    interview: InterviewBrain
+    family: FamilyBrain
+    images: ImageBrain
+
+
+async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
     if settings.resolved_llm_provider == "gemini":
         from app.agents.brains.gemini import (
             GeminiInterviewBrain,
             close_gemini_client,
             create_gemini_client,
         )
+        from app.agents.brains.gemini_family import GeminiFamilyBrain
+        from app.agents.brains.gemini_images import GeminiImageBrain
 
-        assert settings.gemini_api_key is not None
+        assert settings.gemini_api_key is not None  # guaranteed by settings validation
         client = create_gemini_client(
             api_key=settings.gemini_api_key.get_secret_value(),
             base_url=settings.gemini_base_url,
             timeout_seconds=settings.llm_timeout_seconds,
         )
         stack.push_async_callback(close_gemini_client, client)
-        return GeminiInterviewBrain(
-            client=client,
-            model=settings.gemini_model,
-            timeout_seconds=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
-            semaphore=asyncio.Semaphore(settings.llm_max_concurrency),
+        # One semaphore for every model call of the process (the SDK's pool is unlimited).
+        common = {
+            "client": client,
+            "timeout_seconds": settings.llm_timeout_seconds,
+            "max_retries": settings.llm_max_retries,
+            "semaphore": asyncio.Semaphore(settings.llm_max_concurrency),
+        }
+        return Brains(
+            interview=GeminiInterviewBrain(model=settings.gemini_model, **common),  # type: ignore[arg-type]
+            family=GeminiFamilyBrain(model=settings.gemini_model, **common),  # type: ignore[arg-type]
+            images=GeminiImageBrain(model=settings.gemini_image_model, **common),  # type: ignore[arg-type]
         )
+    from app.agents.brains.offline_family import OfflineFamilyBrain
+    from app.agents.brains.offline_images import OfflineImageBrain
     from app.agents.brains.offline_interview import OfflineInterviewBrain
 
-    return OfflineInterviewBrain()
+    return Brains(OfflineInterviewBrain(), OfflineFamilyBrain(), OfflineImageBrain())
 
 
 async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
@@ -52,6 +73,19 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     stack.push_async_callback(sessions.aclose)
     blobs = await build_blob_repository(settings)
     stack.push_async_callback(blobs.aclose)
-    brain = await _interview_brain(settings, stack)
-    hera = HeraAgent(sessions=sessions, brain=brain)  # type: ignore[arg-type]
-    return Services(settings=settings, sessions=sessions, blobs=blobs, hera=hera)
+    brains = await build_brains(settings, stack)
+    limit = settings.max_message_chars
+    return Services(
+        settings=settings,
+        sessions=sessions,
+        blobs=blobs,
+        hera=HeraAgent(sessions=sessions, brain=brains.interview, max_message_chars=limit),
+        family=FamilyAgent(sessions=sessions, brain=brains.family, max_message_chars=limit),
+        images=ImageAgent(
+            sessions=sessions,
+            blobs=blobs,
+            brain=brains.images,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        ),
+    )

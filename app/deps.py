@@ -10,7 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
+from app.agents.images import ImageAgent
 from app.container import Services
 from app.errors import NotFound
 from app.repositories.base import BlobRepository, SessionRepository, is_session_id
@@ -39,6 +41,14 @@ async def get_hera(services: Annotated[Services, Depends(get_services)]) -> Hera
     return services.hera
 
 
+async def get_family(services: Annotated[Services, Depends(get_services)]) -> FamilyAgent:
+    return services.family
+
+
+async def get_images(services: Annotated[Services, Depends(get_services)]) -> ImageAgent:
+    return services.images
+
+
 async def session_id_path(
     session_id: Annotated[
         str,
@@ -60,4 +70,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[SessionRepository, Depends(get_sessions)]
 BlobsDep = Annotated[BlobRepository, Depends(get_blobs)]
 HeraDep = Annotated[HeraAgent, Depends(get_hera)]
+FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
+ImagesDep = Annotated[ImageAgent, Depends(get_images)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]

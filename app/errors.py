@@ -18,10 +18,13 @@ from app.agents.brains.base import BrainError, BrainTimeout
 from app.agents.errors import (
     AgentError,
     EmptyMessage,
+    ImageNotFound,
     InterviewIncomplete,
     MessageTooLong,
     PreconditionFailed,
+    UploadTooLarge,
 )
+from app.agents.uploads import ImageTooLarge, UnsupportedImage
 from app.repositories.base import (
     BlobNotFound,
     InvalidId,
@@ -77,6 +80,10 @@ _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
     (SessionNotFound, 404, "session_not_found", "セッションが見つかりません。"),
     (InvalidId, 404, "not_found", "見つかりません。"),
     (EmptyMessage, 422, "empty_message", "メッセージを入力してください。"),
+    (UploadTooLarge, 413, "payload_too_large", "画像ファイルが大きすぎます。"),
+    (ImageTooLarge, 413, "image_too_large", "画像の画素数が多すぎます。"),
+    (UnsupportedImage, 415, "unsupported_media_type", "JPEG・PNG・WebP の画像をアップロードしてください。"),
+    (ImageNotFound, 404, "image_not_found", "画像が見つかりません。"),
     (BlobNotFound, 404, "image_not_found", "画像が見つかりません。"),
     (SessionBusy, 409, "session_busy", "前のメッセージを処理中です。少し待ってからもう一度送ってください。"),
     (StoreUnavailable, 503, "store_unavailable", "保存先に接続できません。しばらくしてから再試行してください。"),

@@ -49,8 +49,11 @@ def configure_logging(*, fmt: str, level: str) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s")
         )
+    handler.set_name("hera")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: a second app in one process (tests) must not stack up
+    # duplicates, and handlers installed by others (pytest's caplog) stay.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "hera"] + [handler]
     root.setLevel(level)
     # uvicorn's own access log would duplicate ours (and log full query strings).
     logging.getLogger("uvicorn.access").disabled = True

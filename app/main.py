@@ -13,7 +13,7 @@ from app.container import build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.routers import health, sessions
+from app.routers import family, health, photos, sessions
 from app.settings import Settings, SettingsError, load_settings
 
 
@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(family.router)
+    app.include_router(photos.router)
     return app
 
 

@@ -111,3 +111,54 @@ class CompleteResponse(BaseModel):
     information_progress: InformationProgress
     missing_fields: list[str] = Field(max_length=0)
     information_complete: Literal[True] = True
+
+
+class FamilyEntry(HistoryEntry):
+    role: str | None = Field(default=None, examples=["妻"])
+
+
+class TripInfo(BaseModel):
+    destination: str | None = Field(default=None, examples=["沖縄"])
+    activities: list[str] = Field(default_factory=list, examples=[["海水浴", "水族館"]])
+
+
+class FamilyPlan(BaseModel):
+    destination: str
+    activities: list[str]
+    story: str
+    letter: str
+    confirmed_at: str | None = None
+
+
+class FamilyStatus(BaseModel):
+    conversation_history: list[FamilyEntry]
+    family_trip_info: TripInfo
+    conversation_complete: bool
+    family_plan: FamilyPlan | None
+    proposal_pending: bool = False
+    members: list[dict[str, Any]] = Field(
+        default_factory=list, description="The family: id, name, role, kind, age."
+    )
+
+
+class FamilyMessageResponse(FamilyStatus):
+    reply: list[FamilyEntry]
+
+
+class UploadResponse(BaseModel):
+    status: Literal["success"] = "success"
+    image_url: str = Field(examples=[f"/api/sessions/{SESSION_EXAMPLE}/photos/user?v=3f2a9c1b0d4e"])
+
+
+class GenerateImageRequest(BaseModel):
+    target: Literal["partner"] = "partner"
+
+
+class ImageResponse(BaseModel):
+    status: Literal["success"] = "success"
+    image_url: str
+    meta: dict[str, Any] = Field(examples=[{"engine": "offline"}])
+
+
+class ChildImagesResponse(ImageResponse):
+    images: list[ImageResponse]

@@ -190,11 +190,20 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors():
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, SettingsError):
-                problems.extend(cause.problems)
-            else:
-                problems.append(_describe(err))
-        raise SettingsError(problems) from None
+        errors = exc.errors()
+    problems = [_describe(err) for err in errors]
+    # Pydantic skips the cross-field checks when a field fails; run them again with the
+    # failed fields at their defaults, so every problem is reported in one go.
+    failed = {str(err["loc"][0]) for err in errors if err["loc"]}
+    defaults = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in Settings.model_fields.items()
+        if name in failed
+    }
+    try:
+        Settings(**{**overrides, **defaults})
+    except SettingsError as cross:
+        problems.extend(cross.problems)
+    except ValidationError:
+        pass
+    raise SettingsError(problems) from None

@@ -213,9 +213,7 @@ async def test_s3_missing_bucket_is_unavailable_not_missing_blob(moto: MotoHandl
 
 async def test_unreachable_s3_endpoint_raises_store_unavailable_quickly() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    repo = await open_s3(
-        bucket="hera", endpoint_url=url, access_key_id="k", secret_access_key="s"
-    )
+    repo = await open_s3(bucket="hera", endpoint_url=url, access_key_id="k", secret_access_key="s")
     started = time.monotonic()
     try:
         outcomes = await asyncio.gather(

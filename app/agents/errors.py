@@ -30,3 +30,15 @@ class PreconditionFailed(AgentError):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class UploadTooLarge(AgentError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload larger than {limit} bytes")
+        self.limit = limit
+
+
+class ImageNotFound(AgentError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no image named {name!r}")
+        self.name = name

@@ -213,10 +213,12 @@ class FileSessionRepository:
 
         def _append() -> None:
             with self._writing(folder):
+                # One O_APPEND write: another process or a killed writer never tears it.
+                # No fsync: a power cut may drop the newest lines (a torn tail is skipped
+                # on read), and it would cost a journal flush on every chat message.
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     os.write(fd, data)
-                    os.fsync(fd)
                 finally:
                     os.close(fd)
 

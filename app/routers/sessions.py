@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from app.agents.hera import COMPLETION_MESSAGE, InterviewView
-from app.deps import BlobsDep, HeraDep, SessionIdDep, SessionsDep
+from app.deps import BlobsDep, FamilyDep, HeraDep, SessionIdDep, SessionsDep
 from app.repositories.base import session_blob_prefix
 from app.schemas import (
     CompleteResponse,
@@ -22,12 +22,12 @@ from app.schemas import (
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such session (or not a UUID)"},
     503: {"model": ErrorResponse, "description": "A store is unavailable"},
 }
-_TURN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_NOT_FOUND,
+TURN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
     409: {"model": ErrorResponse, "description": "Another turn of this session is running"},
     413: {"model": ErrorResponse, "description": "Message longer than MAX_MESSAGE_CHARS"},
     422: {"model": ErrorResponse, "description": "Blank or malformed message"},
@@ -51,7 +51,7 @@ def _status_body(view: InterviewView) -> dict[str, Any]:
     status_code=201,
     summary="Start a session",
     response_model=SessionCreated,
-    responses={503: _NOT_FOUND[503]},
+    responses={503: NOT_FOUND[503]},
 )
 async def create_session(sessions: SessionsDep) -> SessionCreated:
     meta = await sessions.create()
@@ -62,7 +62,7 @@ async def create_session(sessions: SessionsDep) -> SessionCreated:
     "/{session_id}",
     summary="Session summary",
     response_model=SessionSummary,
-    responses=_NOT_FOUND,
+    responses=NOT_FOUND,
 )
 async def get_session(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]:
     return await hera.summary(session_id)
@@ -72,7 +72,7 @@ async def get_session(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]
     "/{session_id}",
     status_code=204,
     summary="Delete a session with all its data and images",
-    responses=_NOT_FOUND,
+    responses=NOT_FOUND,
 )
 async def delete_session(
     session_id: SessionIdDep, sessions: SessionsDep, blobs: BlobsDep
@@ -88,7 +88,7 @@ async def delete_session(
     "/{session_id}/messages",
     summary="Send a message to Hera",
     response_model=MessageResponse,
-    responses=_TURN_ERRORS,
+    responses=TURN_ERRORS,
 )
 async def send_message(
     session_id: SessionIdDep, body: MessageRequest, hera: HeraDep
@@ -107,7 +107,7 @@ async def send_message(
     "/{session_id}/status",
     summary="Interview status and progress",
     response_model=InterviewStatus,
-    responses=_NOT_FOUND,
+    responses=NOT_FOUND,
 )
 async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]:
     return _status_body(await hera.view(session_id))
@@ -118,12 +118,15 @@ async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> dict[str,
     summary="Finish the interview",
     response_model=CompleteResponse,
     responses={
-        **_NOT_FOUND,
+        **NOT_FOUND,
         409: {"model": IncompleteResponse, "description": "Required fields are missing"},
     },
 )
-async def complete_interview(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]:
+async def complete_interview(
+    session_id: SessionIdDep, hera: HeraDep, family: FamilyDep
+) -> dict[str, Any]:
     view = await hera.complete(session_id)
+    await family.start(session_id)  # the family is created once, here or on its first message
     body = _status_body(view)
     body.pop("profile_complete")
     return {**body, "message": COMPLETION_MESSAGE, "information_complete": True}

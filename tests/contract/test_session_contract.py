@@ -237,11 +237,13 @@ def _start_holder(spec: StoreSpec, sid: str, options: dict[str, Any]) -> subproc
     return proc
 
 
+CROSS_PROCESS = pytest.mark.parametrize("session_spec", ["file", "redis"], indirect=True)
+
+
+@CROSS_PROCESS
 async def test_lock_excludes_a_holder_in_another_process(
     session_spec: StoreSpec, make_sessions: SessionFactory
 ) -> None:
-    if not session_spec.cross_process:
-        pytest.skip(f"{session_spec.kind} lives in one process only")
     repo = await make_sessions(lock_ttl_seconds=30)
     sid = (await repo.create()).session_id
     proc = _start_holder(session_spec, sid, {"lock_ttl_seconds": 30})
@@ -254,11 +256,10 @@ async def test_lock_excludes_a_holder_in_another_process(
         proc.wait()
 
 
+@CROSS_PROCESS
 async def test_lock_of_a_killed_holder_frees_after_expiry(
     session_spec: StoreSpec, make_sessions: SessionFactory
 ) -> None:
-    if not session_spec.cross_process:
-        pytest.skip(f"{session_spec.kind} lives in one process only")
     repo = await make_sessions(lock_ttl_seconds=2)
     sid = (await repo.create()).session_id
     proc = _start_holder(session_spec, sid, {"lock_ttl_seconds": 2})
@@ -270,11 +271,10 @@ async def test_lock_of_a_killed_holder_frees_after_expiry(
     assert waited < 10
 
 
+@pytest.mark.parametrize("session_spec", ["file", "fakeredis", "redis"], indirect=True)
 async def test_live_holder_keeps_the_lock_past_its_expiry(
     session_spec: StoreSpec, make_sessions: SessionFactory
 ) -> None:
-    if session_spec.kind == "memory":
-        pytest.skip("each memory repository is its own store")
     repo = await make_sessions(lock_ttl_seconds=1)
     other = await make_sessions(lock_ttl_seconds=1)
     sid = (await repo.create()).session_id

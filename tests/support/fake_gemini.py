@@ -9,6 +9,7 @@ async, with no thread per request.
     fake = start_fake_gemini()
     fake.enqueue(503, error_body(503, "UNAVAILABLE"))   # FIFO scripted answers first ...
     fake.responder = lambda body: (200, json_text_body({...}))  # ... then the default responder
+    fake.enqueue(200, image_body(png_bytes, "image/png"))  # an image-model answer
     fake.latency = 0.05                                  # server-side delay per request
     fake.hang = True                                     # never answer (until stop)
     fake.requests                                        # what was received
@@ -18,6 +19,7 @@ async, with no thread per request.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -79,6 +81,37 @@ def max_tokens_body(partial_text: str = '{"reply": "こんにちは、わたく�
     return text_body(partial_text, finish_reason="MAX_TOKENS")
 
 
+def image_body(data: bytes, mime: str = "image/png", *, finish_reason: str = "STOP") -> JSONDict:
+    """An image-model answer: one candidate whose only part is inline image data (base64)."""
+    part = {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode("ascii")}}
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [part]},
+                "finishReason": finish_reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+        "modelVersion": "fake-gemini-image",
+    }
+
+
+def no_image_body(finish_reason: str = "NO_IMAGE", text: str | None = None) -> JSONDict:
+    """An image-model answer without an image: a refusal finish reason, maybe a text excuse."""
+    parts = [{"text": text}] if text is not None else []
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": parts},
+                "finishReason": finish_reason,
+                "index": 0,
+            }
+        ],
+        "modelVersion": "fake-gemini-image",
+    }
+
+
 def error_body(code: int, status: str, message: str = "fake error") -> JSONDict:
     """Google's JSON error envelope."""
     return {"error": {"code": code, "message": message, "status": status}}
@@ -100,6 +133,39 @@ class RecordedRequest:
     def model(self) -> str | None:
         match = _GENERATE_PATH.match(self.path)
         return match["model"] if match else None
+
+    @property
+    def parts(self) -> list[JSONDict]:
+        """Every part of every content of a generateContent request, in order."""
+        contents = (self.json or {}).get("contents") or []
+        return [part for content in contents for part in content.get("parts") or []]
+
+    @property
+    def prompt(self) -> str:
+        """The request's text parts joined by newlines (the system instruction excluded)."""
+        return "\n".join(part["text"] for part in self.parts if "text" in part)
+
+    @property
+    def inline_images(self) -> list[tuple[str, bytes]]:
+        """The request's inline data parts as (mime type, decoded bytes), in order.
+
+        google-genai 3.x sends `mime_type` and URL-safe base64; the API (and this helper) also
+        accepts the camelCase key and the standard alphabet.
+        """
+        blobs = [
+            part.get("inlineData") or part["inline_data"] for part in self.parts if _inline(part)
+        ]
+        return [
+            (blob.get("mimeType") or blob["mime_type"], _b64decode(blob["data"])) for blob in blobs
+        ]
+
+
+def _inline(part: JSONDict) -> bool:
+    return "inlineData" in part or "inline_data" in part
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
 
 
 # ------------------------------------------------------------------------------ server

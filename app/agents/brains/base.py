@@ -66,6 +66,18 @@ class InterviewBrain(Protocol):
 
 
 class FamilyBrain(Protocol):
+    """The future family's voice.
+
+    Personas (stored in the session, made by `app/agents/personas.py`) are dicts:
+    `{"id": "partner" | "child_1" | ..., "kind": "partner" | "child", "name": str,
+      "role": "妻" | "夫" | "パートナー" | "息子" | "娘" | "子ども", "gender": "女性" | "男性" | None,
+      "age": int | None, "speaking_style": str, "personality": str, "traits": {Big Five 0..1},
+      "goals": str, "background": str}` — the partner first, then one per child.
+    History entries: `{"speaker": <name or "user">, "role": <role or "user">, "message", "timestamp"}`.
+    Trip info: `{"destination": str | None, "activities": [str, ...]}`.
+    A plan: `{"destination": str, "activities": [str, ...]}`.
+    """
+
     async def family_turn(
         self,
         *,

@@ -1,9 +1,6 @@
-"""The Gemini adapter of the brain ports, on google-genai's async client.
-
-One `genai.Client` per process (built and closed by the app's lifespan) is injected together
-with a process-wide semaphore: with aiohttp installed the SDK's connector has no connection
-limit, so the semaphore is what bounds concurrent model calls. The SDK's own retries are turned
-off and `_generate_json` retries instead, so the two never multiply.
+"""The Gemini adapter of the brain ports: `GeminiCaller` holds all the call machinery; the
+brains (interview here, `gemini_family.py`, `gemini_images.py`) only build prompts and read
+answers. One `genai.Client` per process is built and closed by the app's lifespan.
 """
 
 from __future__ import annotations
@@ -13,7 +10,8 @@ import json
 import logging
 import math
 import random
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, NotRequired, TypedDict, Unpack
 
 import aiohttp
 import httpx
@@ -21,13 +19,19 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from app.agents.brains.base import BrainError, BrainTimeout, InterviewTurn, JSONDict
+from app.agents.brains.base import BrainError, BrainTimeout, GeneratedImage, InterviewTurn, JSONDict
 
 logger = logging.getLogger(__name__)
 
 _TRANSIENT_HTTP_CODES: Final = frozenset({429, 500, 502, 503, 504})
-# Normal ends of a text answer; every other finish reason means the text is unusable.
+# Normal ends; any other finish reason (SAFETY, IMAGE_SAFETY, NO_IMAGE ...) means unusable.
 _USABLE_FINISH_REASONS: Final = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
+_TRANSIENT_ERRORS: Final = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    httpx.TransportError,
+    ConnectionError,
+)
 _HISTORY_WINDOW: Final = 20
 _BACKOFF_CAP_SECONDS: Final = 2.0
 
@@ -39,13 +43,12 @@ def create_gemini_client(
     options = types.HttpOptions(
         base_url=base_url,
         # HttpOptions.timeout is in milliseconds; without it a request can hang forever.
-        timeout=max(1, math.ceil(timeout_seconds * 1000)),
+        timeout=_milliseconds(timeout_seconds),
         # attempts=1 disables tenacity *and* the aiohttp path's implicit 1-10 s sleep-and-retry
         # on connection errors, which only stays off while retry_options is set.
         retry_options=types.HttpRetryOptions(attempts=1),
     )
-    # vertexai=False explicitly, so GOOGLE_GENAI_USE_VERTEXAI in the environment cannot
-    # silently switch the API (and the auth) under us.
+    # Explicit, so GOOGLE_GENAI_USE_VERTEXAI cannot silently switch the API (and the auth).
     return genai.Client(vertexai=False, api_key=api_key, http_options=options)
 
 
@@ -55,28 +58,119 @@ async def close_gemini_client(client: genai.Client) -> None:
     client.close()
 
 
-class GeminiInterviewBrain:
-    """Hera's interview on Gemini: one generate_content call per turn (plus bounded retries)."""
+@dataclass(frozen=True, kw_only=True)
+class GeminiCaller:
+    """One model behind a timeout, bounded retries with jittered backoff, and a semaphore.
 
-    def __init__(
-        self,
-        *,
-        client: genai.Client,
-        model: str,
-        timeout_seconds: float,
-        max_retries: int,
-        semaphore: asyncio.Semaphore,
-        backoff_base_seconds: float = 0.2,
-    ) -> None:
-        if timeout_seconds <= 0 or max_retries < 0:
+    The semaphore is process-wide: with aiohttp installed the SDK's connector has no connection
+    limit. The SDK's retries are off; only transient failures are retried, here. Answers become
+    JSON / an image, or `BrainError` (`BrainTimeout` when the last attempt timed out).
+    """
+
+    client: genai.Client
+    model: str
+    timeout_seconds: float
+    max_retries: int
+    semaphore: asyncio.Semaphore
+    backoff_base_seconds: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.timeout_seconds <= 0 or self.max_retries < 0:
             raise ValueError("timeout_seconds must be > 0 and max_retries >= 0")
-        self._client = client
-        self._model = model
-        self._timeout = timeout_seconds
-        self._max_retries = max_retries
-        self._semaphore = semaphore
-        self._backoff_base = backoff_base_seconds
-        self._interview_schema = _interview_schema()
+
+    async def generate_json(
+        self, *, purpose: str, system: str, contents: types.ContentListUnion, schema: JSONDict
+    ) -> JSONDict:
+        """One structured-output call; returns the answer's JSON object."""
+        config = self._config(
+            system_instruction=system,
+            response_mime_type="application/json",
+            # A plain JSON schema: response_schema chokes on dict-typed fields and $ref.
+            response_json_schema=schema,
+        )
+        return _parse_json_object(_response_text(await self._generate(purpose, contents, config)))
+
+    async def generate_image(
+        self, *, purpose: str, contents: types.ContentListUnion, aspect_ratio: str = "1:1"
+    ) -> GeneratedImage:
+        """One image-generation call; returns the first image the model drew."""
+        config = self._config(
+            response_modalities=["IMAGE"],
+            image_config=types.ImageConfig(aspect_ratio=aspect_ratio),
+        )
+        return _response_image(await self._generate(purpose, contents, config), self.model)
+
+    def _config(self, **fields: Any) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            # Per request, so a longer timeout (images) is not cut by the client's HTTP one.
+            http_options=types.HttpOptions(timeout=_milliseconds(self.timeout_seconds)),
+            # Both would let one call become several HTTP requests behind our back.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_continuation=False,
+            **fields,
+        )
+
+    async def _generate(
+        self, purpose: str, contents: types.ContentListUnion, config: types.GenerateContentConfig
+    ) -> types.GenerateContentResponse:
+        attempts = 1 + self.max_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                # Per attempt, not across the backoff sleeps, so retries do not starve others.
+                async with self.semaphore, asyncio.timeout(self.timeout_seconds):
+                    return await self.client.aio.models.generate_content(
+                        model=self.model, contents=contents, config=config
+                    )
+            except Exception as exc:
+                # The server's message may quote the prompt, so it stays at DEBUG.
+                logger.debug("gemini %s attempt %d failed: %r", purpose, attempt, exc)
+                if not _is_transient(exc):
+                    raise BrainError(f"Gemini {purpose} call failed: {_describe(exc)}") from exc
+                if attempt == attempts:
+                    if _is_timeout(exc):
+                        raise BrainTimeout(
+                            f"Gemini {purpose} call timed out after {self.timeout_seconds:g} s "
+                            f"({attempts} attempt(s))"
+                        ) from exc
+                    raise BrainError(
+                        f"Gemini {purpose} call failed after {attempts} attempt(s): "
+                        f"{_describe(exc)}"
+                    ) from exc
+                # Exponential with jitter (half fixed, half random) so a burst of 429s spreads.
+                ceiling = min(_BACKOFF_CAP_SECONDS, self.backoff_base_seconds * 2 ** (attempt - 1))
+                delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+                logger.warning(
+                    "gemini %s attempt %d/%d failed (%s); retrying in %.2f s",
+                    purpose,
+                    attempt,
+                    attempts,
+                    _describe(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class GeminiOptions(TypedDict):
+    """`GeminiCaller`'s keywords, which every Gemini brain takes too."""
+
+    client: genai.Client
+    model: str
+    timeout_seconds: float
+    max_retries: int
+    semaphore: asyncio.Semaphore
+    backoff_base_seconds: NotRequired[float]
+
+
+class GeminiBrainBase:
+    """A Gemini brain: built with `GeminiCaller`'s keywords, it makes its calls through one."""
+
+    def __init__(self, **options: Unpack[GeminiOptions]) -> None:
+        self._caller = GeminiCaller(**options)
+
+
+class GeminiInterviewBrain(GeminiBrainBase):
+    """Hera's interview on Gemini: one generate_content call per turn (plus bounded retries)."""
 
     async def interview_turn(
         self,
@@ -86,11 +180,11 @@ class GeminiInterviewBrain:
         message: str,
         missing_fields: list[str],
     ) -> InterviewTurn:
-        data = await self._generate_json(
+        data = await self._caller.generate_json(
             purpose="interview",
             system=_HERA_SYSTEM,
             contents=_interview_prompt(profile, history, message, missing_fields),
-            schema=self._interview_schema,
+            schema=_interview_schema(),
         )
         reply = data.get("reply")
         if not isinstance(reply, str) or not reply.strip():
@@ -101,70 +195,26 @@ class GeminiInterviewBrain:
             reply=reply.strip(), extracted=extracted if isinstance(extracted, dict) else {}
         )
 
-    async def _generate_json(
-        self, *, purpose: str, system: str, contents: types.ContentListUnion, schema: JSONDict
-    ) -> JSONDict:
-        """One structured-output call with timeout and retries; returns the JSON object."""
-        config = types.GenerateContentConfig(
-            system_instruction=system,
-            response_mime_type="application/json",
-            # A plain JSON schema: response_schema chokes on dict-typed fields and $ref.
-            response_json_schema=schema,
-            # Both would let one call become several HTTP requests behind our back.
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-            automatic_continuation=False,
-        )
-        attempts = 1 + self._max_retries
-        for attempt in range(1, attempts + 1):
-            try:
-                # The slot is held per attempt, not across backoff sleeps, so waiting retries
-                # do not starve other turns.
-                async with self._semaphore, asyncio.timeout(self._timeout):
-                    response = await self._client.aio.models.generate_content(
-                        model=self._model, contents=contents, config=config
-                    )
-            except Exception as exc:
-                # The server's message may quote the prompt, so it stays at DEBUG.
-                logger.debug("gemini %s attempt %d failed: %r", purpose, attempt, exc)
-                if not _is_transient(exc):
-                    raise BrainError(f"Gemini {purpose} call failed: {_describe(exc)}") from exc
-                if attempt == attempts:
-                    if _is_timeout(exc):
-                        raise BrainTimeout(
-                            f"Gemini {purpose} call timed out after {self._timeout:g} s "
-                            f"({attempts} attempt(s))"
-                        ) from exc
-                    raise BrainError(
-                        f"Gemini {purpose} call failed after {attempts} attempt(s): "
-                        f"{_describe(exc)}"
-                    ) from exc
-                delay = self._backoff(attempt)
-                logger.warning(
-                    "gemini %s attempt %d/%d failed (%s); retrying in %.2f s",
-                    purpose,
-                    attempt,
-                    attempts,
-                    _describe(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            return _parse_json_object(_response_text(response))
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _backoff(self, attempt: int) -> float:
-        # Exponential with jitter (half fixed, half random) so a burst of 429s spreads out.
-        ceiling = min(_BACKOFF_CAP_SECONDS, self._backoff_base * 2.0 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+# ------------------------------------------------------------------------------ prompts
+def recent_history(history: list[JSONDict], message: str) -> list[JSONDict]:
+    """The last entries of a chat history, without the current message if already appended."""
+    recent = history[-_HISTORY_WINDOW:]
+    if recent and recent[-1].get("speaker") == "user" and recent[-1].get("message") == message:
+        recent = recent[:-1]
+    return recent
+
+
+def prompt_sections(sections: dict[str, list[str]]) -> str:
+    """A prompt of `## title` sections, one line per item, a blank line between sections."""
+    return "\n\n".join(f"## {title}\n" + "\n".join(lines) for title, lines in sections.items())
 
 
 # ------------------------------------------------------------------------------ responses
-def _response_text(response: types.GenerateContentResponse) -> str:
-    """The answer's text, or BrainError saying why there is nothing usable.
-
-    Every response goes through here: safety blocks arrive as HTTP 200 without candidates,
-    and on MAX_TOKENS the SDK's `.text`/`.parsed` are None or a truncated fragment.
-    """
+def _answer_parts(response: types.GenerateContentResponse, what: str) -> list[types.Part]:
+    """The first candidate's non-thought parts, or BrainError saying why nothing is usable:
+    safety blocks are HTTP 200 without candidates, MAX_TOKENS truncates, images are refused
+    with finish reasons (IMAGE_SAFETY, NO_IMAGE ...)."""
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         raise BrainError(f"Gemini blocked the prompt ({_enum_name(feedback.block_reason)})")
@@ -175,13 +225,29 @@ def _response_text(response: types.GenerateContentResponse) -> str:
     if reason == "MAX_TOKENS":
         raise BrainError("Gemini's answer was cut off at the output token limit (MAX_TOKENS)")
     if reason is not None and reason not in _USABLE_FINISH_REASONS:
-        raise BrainError(f"Gemini stopped without a usable answer (finish reason {reason})")
+        raise BrainError(f"Gemini stopped without a usable {what} (finish reason {reason})")
     parts = candidate.content.parts if candidate.content and candidate.content.parts else []
-    # Thought summaries are not part of the answer.
-    text = "".join(part.text for part in parts if part.text and not part.thought)
+    return [part for part in parts if not part.thought]
+
+
+def _response_text(response: types.GenerateContentResponse) -> str:
+    text = "".join(part.text for part in _answer_parts(response, "answer") if part.text)
     if not text.strip():
         raise BrainError("Gemini returned an empty answer")
     return text
+
+
+def _response_image(response: types.GenerateContentResponse, model: str) -> GeneratedImage:
+    """The answer's first inline image (bytes and its content type); never a placeholder."""
+    for part in _answer_parts(response, "image"):
+        blob = part.inline_data
+        if blob is None or not blob.data:
+            continue
+        content_type = (blob.mime_type or "").lower()
+        if content_type.startswith("image/"):
+            meta = {"engine": "gemini", "model": model}
+            return GeneratedImage(data=blob.data, content_type=content_type, meta=meta)
+    raise BrainError("Gemini returned no image")
 
 
 def _parse_json_object(text: str) -> JSONDict:
@@ -199,6 +265,10 @@ def _enum_name(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
 # ------------------------------------------------------------------------------ errors
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | httpx.TimeoutException)
@@ -207,13 +277,7 @@ def _is_timeout(exc: BaseException) -> bool:
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, genai_errors.APIError):
         return exc.code in _TRANSIENT_HTTP_CODES
-    return _is_timeout(exc) or isinstance(
-        exc,
-        aiohttp.ClientConnectionError
-        | aiohttp.ClientPayloadError
-        | httpx.TransportError
-        | ConnectionError,
-    )
+    return _is_timeout(exc) or isinstance(exc, _TRANSIENT_ERRORS)
 
 
 def _describe(exc: BaseException) -> str:
@@ -271,36 +335,26 @@ _SPEAKER_LABELS: Final = {"user": "利用者", "hera": "ヘラ"}
 def _interview_prompt(
     profile: JSONDict, history: list[JSONDict], message: str, missing_fields: list[str]
 ) -> str:
-    recent = history[-_HISTORY_WINDOW:]
-    # The agent may already have appended the current message; do not show it twice.
-    if recent and recent[-1].get("speaker") == "user" and recent[-1].get("message") == message:
-        recent = recent[:-1]
     lines = [
         f"{_SPEAKER_LABELS.get(str(entry.get('speaker')), str(entry.get('speaker')))}: "
         f"{entry.get('message', '')}"
-        for entry in recent
+        for entry in recent_history(history, message)
     ]
     missing = [f"- {name}({_FIELD_LABELS.get(name, name)})" for name in missing_fields]
-    profile_json = json.dumps(profile, ensure_ascii=False, default=str)
-    return "\n".join(
-        [
-            "## これまでに分かっているプロフィール",
-            profile_json,
-            "",
-            "## まだ分からない項目(この順に尋ねる)",
-            *(missing or ["(なし)"]),
-            "",
-            "## 最近の会話",
-            *(lines or ["(まだありません)"]),
-            "",
-            "## 利用者の今回のメッセージ",
-            message,
-        ]
+    return prompt_sections(
+        {
+            "これまでに分かっているプロフィール": [
+                json.dumps(profile, ensure_ascii=False, default=str)
+            ],
+            "まだ分からない項目(この順に尋ねる)": missing or ["(なし)"],
+            "最近の会話": lines or ["(まだありません)"],
+            "利用者の今回のメッセージ": [message],
+        }
     )
 
 
 def _interview_schema() -> JSONDict:
-    """The reply schema, built per brain: no $ref (the API rejects it), nothing required inside."""
+    """The reply schema, built per call: no $ref (the API rejects it), nothing required inside."""
     text: JSONDict = {"type": "string"}
     texts: JSONDict = {"type": "array", "items": {"type": "string"}}
     score: JSONDict = {"type": "number", "minimum": 0, "maximum": 1}
@@ -316,31 +370,24 @@ def _interview_schema() -> JSONDict:
         },
     }
     traits = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+    status: JSONDict = {"type": "string", "enum": ["married", "partnered", "single", "other"]}
+    child: JSONDict = {"type": "object", "properties": {"name": text, "desired_gender": text}}
     extracted: JSONDict = {
         "type": "object",
         "properties": {
             "age": {"type": "integer", "minimum": 0, "maximum": 130},
             "gender": text,
-            "relationship_status": {
-                "type": "string",
-                "enum": ["married", "partnered", "single", "other"],
-            },
+            "relationship_status": status,
             "location": text,
             "income_range": text,
             "user_personality_traits": {
                 "type": "object",
-                "properties": {trait: score for trait in traits},
+                "properties": dict.fromkeys(traits, score),
             },
             "partner_face_description": text,
             "current_partner": partner,
             "ideal_partner": partner,
-            "children_info": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"name": text, "desired_gender": text},
-                },
-            },
+            "children_info": {"type": "array", "items": child},
             "interests": texts,
             "lifestyle": text,
         },

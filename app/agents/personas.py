@@ -1,0 +1,143 @@
+"""Future family personas, derived once from the profile and then stored.
+
+Deterministic: the same profile and session id always give the same family, so a retry or
+another worker can never produce a different one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any, Final
+
+from app.agents.profile import BIG_FIVE, partner_key
+
+JSONDict = dict[str, Any]
+
+# Twin-study heritability estimates of the Big Five (roughly 0.4-0.6).
+HERITABILITY: Final = {
+    "openness": 0.57, "conscientiousness": 0.49, "extraversion": 0.54,
+    "agreeableness": 0.42, "neuroticism": 0.48,
+}  # fmt: skip
+_TEMPERAMENT_TRAITS: Final = (
+    ("優し", "agreeableness", 0.8), ("思いやり", "agreeableness", 0.85), ("穏やか", "neuroticism", 0.25),
+    ("明る", "extraversion", 0.8), ("元気", "extraversion", 0.75), ("社交", "extraversion", 0.85),
+    ("真面目", "conscientiousness", 0.8), ("誠実", "conscientiousness", 0.75), ("几帳面", "conscientiousness", 0.85),
+    ("好奇心", "openness", 0.8), ("面白", "openness", 0.7), ("落ち着", "neuroticism", 0.3),
+    ("内向", "extraversion", 0.3), ("静か", "extraversion", 0.35), ("心配性", "neuroticism", 0.75),
+)  # fmt: skip
+
+
+def _rng(session_id: str, salt: str) -> random.Random:
+    seed = hashlib.sha256(f"{session_id}:{salt}".encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def partner_gender(profile: JSONDict) -> str | None:
+    """The partner's gender as the profile implies it (explicit first, else the opposite)."""
+    partner = profile.get(partner_key(profile))
+    explicit = partner.get("gender") if isinstance(partner, dict) else None
+    if explicit in ("男性", "女性"):
+        return str(explicit)
+    return {"男性": "女性", "女性": "男性"}.get(str(profile.get("gender", "")))
+
+
+def partner_role(gender: str | None) -> str:
+    return {"女性": "妻", "男性": "夫"}.get(gender or "", "パートナー")
+
+
+def _partner_traits(partner: JSONDict) -> dict[str, float]:
+    traits = {t: 0.5 for t in BIG_FIVE}
+    given = partner.get("personality_traits")
+    if isinstance(given, dict):
+        traits.update({k: float(v) for k, v in given.items() if k in traits})
+    words = " ".join(
+        str(partner.get(k, "")) for k in ("temperament", "personality_traits", "speaking_style")
+    )
+    for stem, trait, score in _TEMPERAMENT_TRAITS:
+        if stem in words:
+            traits[trait] = score
+    return traits
+
+
+def child_traits(
+    user: dict[str, float], partner: dict[str, float], session_id: str, index: int
+) -> dict[str, float]:
+    """Mid-parent value weighted by heritability, regressed to the mean, plus seeded noise."""
+    rng = _rng(session_id, f"child-{index}")
+    traits = {}
+    for name in BIG_FIVE:
+        h = HERITABILITY[name]
+        mid = (user.get(name, 0.5) + partner.get(name, 0.5)) / 2
+        value = h * mid + (1 - h) * 0.5 + rng.gauss(0, 0.08)
+        traits[name] = round(min(1.0, max(0.0, value)), 3)
+    return traits
+
+
+def _describe(traits: dict[str, float]) -> str:
+    words = []
+    if traits["extraversion"] >= 0.6:
+        words.append("元気で人なつっこい")
+    elif traits["extraversion"] <= 0.4:
+        words.append("おっとりしていて思慮深い")
+    if traits["openness"] >= 0.6:
+        words.append("好奇心いっぱい")
+    if traits["agreeableness"] >= 0.6:
+        words.append("やさしい")
+    if traits["conscientiousness"] >= 0.6:
+        words.append("しっかり者")
+    return "、".join(words) or "マイペース"
+
+
+def build_personas(profile: JSONDict, session_id: str) -> list[JSONDict]:
+    """The partner first, then one child per `children_info` entry."""
+    partner = profile.get(partner_key(profile))
+    partner = partner if isinstance(partner, dict) else {}
+    gender = partner_gender(profile)
+    p_traits = _partner_traits(partner)
+    user_traits = profile.get("user_personality_traits")
+    user_traits = user_traits if isinstance(user_traits, dict) else {}
+    user_age = profile.get("age") if isinstance(profile.get("age"), int) else 30
+    personas: list[JSONDict] = [
+        {
+            "id": "partner",
+            "kind": "partner",
+            "name": partner.get("name") or "パートナー",
+            "role": partner_role(gender),
+            "gender": gender,
+            "age": user_age,
+            "speaking_style": partner.get("speaking_style") or "やわらかい丁寧語",
+            "personality": partner.get("temperament") or _describe(p_traits),
+            "traits": p_traits,
+            "goals": "家族みんなが笑顔でいられる毎日をつくること",
+            "background": (
+                f"{profile.get('location', 'あなたの街')}で一緒に暮らす"
+                f"{'、' + '・'.join(partner['hobbies']) + 'が好きな' if partner.get('hobbies') else ''}"
+                "あなたの伴侶"
+            ),
+        }
+    ]
+    children = profile.get("children_info")
+    for index, child in enumerate(children if isinstance(children, list) else [], start=1):
+        if not isinstance(child, dict) or not child.get("name"):
+            continue
+        traits = child_traits(user_traits, p_traits, session_id, index)
+        want = str(child.get("desired_gender", ""))
+        role = "息子" if "男" in want else "娘" if "女" in want else "子ども"
+        age = max(3, 10 - 3 * (index - 1) + _rng(session_id, f"age-{index}").randint(-1, 1))
+        personas.append(
+            {
+                "id": f"child_{index}",
+                "kind": "child",
+                "name": child["name"],
+                "role": role,
+                "gender": "男性" if role == "息子" else "女性" if role == "娘" else None,
+                "age": age,
+                "speaking_style": "元気な子どもらしい話し方" if age < 8 else "少し大人びた話し方",
+                "personality": _describe(traits),
+                "traits": traits,
+                "goals": "家族みんなで楽しい思い出をたくさん作ること",
+                "background": f"{age}歳。両親のいいところを受け継いだ{role}",
+            }
+        )
+    return personas

@@ -1,0 +1,56 @@
+"""The future family conversation. Thin: parse, call the agent, shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.agents.family import FamilyView
+from app.deps import FamilyDep, SessionIdDep
+from app.routers.sessions import NOT_FOUND, TURN_ERRORS
+from app.schemas import ErrorResponse, FamilyMessageResponse, FamilyStatus, MessageRequest
+
+router = APIRouter(prefix="/api/sessions/{session_id}/family", tags=["family"])
+
+_MEMBER_FIELDS = ("id", "name", "role", "kind", "age")
+
+
+def _body(view: FamilyView) -> dict[str, Any]:
+    return {
+        "conversation_history": view.history,
+        "family_trip_info": view.trip_info,
+        "conversation_complete": view.complete,
+        "family_plan": view.plan,
+        "proposal_pending": view.proposal is not None,
+        "members": [{k: p.get(k) for k in _MEMBER_FIELDS} for p in view.personas],
+    }
+
+
+@router.get(
+    "/status",
+    summary="Family conversation state (read-only)",
+    response_model=FamilyStatus,
+    responses=NOT_FOUND,
+)
+async def family_status(session_id: SessionIdDep, family: FamilyDep) -> dict[str, Any]:
+    return _body(await family.status(session_id))
+
+
+@router.post(
+    "/messages",
+    summary="Talk with the future family",
+    response_model=FamilyMessageResponse,
+    responses={
+        **TURN_ERRORS,
+        409: {
+            "model": ErrorResponse,
+            "description": "Interview incomplete, or another turn is running",
+        },
+    },
+)
+async def family_message(
+    session_id: SessionIdDep, body: MessageRequest, family: FamilyDep
+) -> dict[str, Any]:
+    result = await family.handle_message(session_id, body.message)
+    return {"reply": result.reply, **_body(result.view)}
