@@ -46,6 +46,10 @@ class SessionNotFound(RepositoryError):
     """No live session with that id (never created, deleted, or expired)."""
 
 
+class SessionExists(RepositoryError):
+    """`create` was given an id that is already live (imports and migrations)."""
+
+
 class SessionBusy(RepositoryError):
     """Another turn holds the session's lock and did not release it in time."""
 
@@ -174,7 +178,15 @@ class SessionRepository(Protocol):
     - `iter_ids` streams ids without loading them all.
     """
 
-    async def create(self, *, owner_id: str | None = None) -> SessionMeta: ...
+    async def create(
+        self,
+        *,
+        owner_id: str | None = None,
+        session_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> SessionMeta:
+        """A new session; `session_id`/`created_at` are for imports (SessionExists if taken)."""
+        ...
 
     async def exists(self, *, session_id: str) -> bool: ...
 

@@ -33,6 +33,7 @@ from .base import (
     JSONDict,
     LogName,
     SessionBusy,
+    SessionExists,
     SessionMeta,
     SessionNotFound,
     SessionSnapshot,
@@ -143,13 +144,29 @@ class FileSessionRepository:
             os.close(fd)
 
     # ---------------------------------------------------------------- port
-    async def create(self, *, owner_id: str | None = None) -> SessionMeta:
+    async def create(
+        self,
+        *,
+        owner_id: str | None = None,
+        session_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> SessionMeta:
         now = utcnow()
-        meta = SessionMeta(new_session_id(), now, now, owner_id)
+        sid = check_session_id(session_id) if session_id else new_session_id()
+        meta = SessionMeta(sid, created_at or now, now, owner_id)
 
         def _create() -> None:
-            folder = self._dir(meta.session_id)
-            folder.mkdir(mode=0o700)
+            folder = self._dir(sid)
+            try:
+                folder.mkdir(mode=0o700)  # atomic: exactly one creator wins
+            except FileExistsError:
+                try:
+                    self._read_meta(folder)
+                except SessionNotFound:
+                    shutil.rmtree(folder, ignore_errors=True)  # expired leftovers
+                    folder.mkdir(mode=0o700)
+                else:
+                    raise SessionExists(sid) from None
             write_atomic(folder / "meta.json", dumps(meta_to_dict(meta)).encode())
             (folder / ".write").touch(mode=0o600)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from ._checks import check_doc, check_entries, check_fields, check_log
@@ -18,6 +19,7 @@ from .base import (
     JSONDict,
     LogName,
     SessionBusy,
+    SessionExists,
     SessionMeta,
     SessionNotFound,
     SessionSnapshot,
@@ -62,10 +64,19 @@ class MemorySessionRepository:
         entry.meta = replace(entry.meta, updated_at=utcnow())
         entry.expires_at = self._clock() + self._ttl
 
-    async def create(self, *, owner_id: str | None = None) -> SessionMeta:
+    async def create(
+        self,
+        *,
+        owner_id: str | None = None,
+        session_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> SessionMeta:
         now = utcnow()
-        meta = SessionMeta(new_session_id(), now, now, owner_id)
-        self._data[meta.session_id] = _Entry(meta, self._clock() + self._ttl)
+        sid = check_session_id(session_id) if session_id else new_session_id()
+        if await self.exists(session_id=sid):
+            raise SessionExists(sid)
+        meta = SessionMeta(sid, created_at or now, now, owner_id)
+        self._data[sid] = _Entry(meta, self._clock() + self._ttl)
         return meta
 
     async def exists(self, *, session_id: str) -> bool:

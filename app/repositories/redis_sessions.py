@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any, Final, ParamSpec, TypeVar
 
 import redis.asyncio
@@ -30,6 +31,7 @@ from .base import (
     LockLost,
     LogName,
     SessionBusy,
+    SessionExists,
     SessionMeta,
     SessionNotFound,
     SessionSnapshot,
@@ -52,6 +54,12 @@ _KEYS: Final = ("meta", *(f"doc:{d}" for d in DOC_NAMES), *(f"log:{lg}" for lg i
 # and re-arms the expiry of all data keys together; an append never reads its log. KEYS = _KEYS
 # of one session (declared, so Cluster routes it). ARGV = ttl, updated_at, op, target index in
 # KEYS, payload; an update's payload is field, json ... where '' means HDEL (JSON is never '').
+_CREATE_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 _WRITE_LUA: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local target = KEYS[tonumber(ARGV[4])]
@@ -148,15 +156,22 @@ class RedisSessionRepository:
         return result
 
     @_guarded
-    async def create(self, *, owner_id: str | None = None) -> SessionMeta:
+    async def create(
+        self,
+        *,
+        owner_id: str | None = None,
+        session_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> SessionMeta:
         now = utcnow()
-        meta = SessionMeta(new_session_id(), now, now, owner_id)
+        sid = check_session_id(session_id) if session_id else new_session_id()
+        meta = SessionMeta(sid, created_at or now, now, owner_id)
         items = [x for kv in meta_to_dict(meta).items() if kv[1] is not None for x in kv]
         key = f"{self._base(meta.session_id)}:meta"
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, items=items)
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
+        # Create-if-absent in one atomic step, so an import never overwrites a live session.
+        created = await self._client.eval(_CREATE_SCRIPT, 1, key, self._ttl, *items)
+        if not created:
+            raise SessionExists(sid)
         return meta
 
     @_guarded

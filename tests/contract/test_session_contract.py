@@ -290,3 +290,20 @@ async def test_live_holder_keeps_the_lock_past_its_expiry(
 
 async def test_ping_succeeds_on_a_healthy_store(sessions: SessionRepository) -> None:
     await sessions.ping()
+
+
+async def test_create_with_a_given_id_imports_and_refuses_a_live_one(
+    sessions: SessionRepository,
+) -> None:
+    from datetime import UTC, datetime
+
+    from app.repositories.base import SessionExists
+
+    sid, when = new_session_id(), datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+    meta = await sessions.create(session_id=sid, created_at=when)
+    assert meta.session_id == sid
+    assert (await sessions.get_meta(session_id=sid)).created_at == when
+    with pytest.raises(SessionExists):
+        await sessions.create(session_id=sid)
+    with pytest.raises(InvalidId):
+        await sessions.create(session_id="../escape")
