@@ -6,6 +6,7 @@ names (SESSION_TYPE, REDIS_URL, STORAGE_MODE, ...) keep their meaning.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -207,3 +208,17 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError:
         pass
     raise SettingsError(problems) from None
+
+
+def report_problems(exc: SettingsError) -> None:
+    for problem in exc.problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """Settings for a process entry point: on error one line per problem, exit code 2."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        report_problems(exc)
+        raise SystemExit(2) from None

@@ -131,15 +131,10 @@ class FamilyAgent:
         personas: list[JSONDict] = family.get("personas") or []
         if not personas:
             personas = build_personas(profile, session_id)
-            await self._sessions.update(
-                session_id=session_id,
-                doc="family",
-                fields={
-                    "personas": personas,
-                    "status": "active",
-                    "trip_info": {"destination": None, "activities": []},
-                },
-            )
+            fields: JSONDict = {"personas": personas, "status": family.get("status", "active")}
+            if "trip_info" not in family:  # an imported session may already have one
+                fields["trip_info"] = {"destination": None, "activities": []}
+            await self._sessions.update(session_id=session_id, doc="family", fields=fields)
         return personas
 
     async def handle_message(self, session_id: str, message: str) -> FamilyTurnResult:
