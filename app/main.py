@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from app.container import build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.routers import family, health, photos, sessions
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings, settings_or_exit
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def settings_or_exit() -> Settings:
-    """Settings from the environment; on error one line per problem and exit code 2."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        for problem in exc.problems:
-            print(f"configuration error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+class UIMount(Mount):
+    """The single-page UI at `/`, which never answers for `/api/...`: unknown API paths keep
+    the router's JSON 404 / 405 instead of being looked up as files."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if path == "/api" or path.startswith("/api/"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 @asynccontextmanager
@@ -63,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(family.router)
     app.include_router(photos.router)
+    # Last, so every API route has priority; `html=True` serves index.html for `/`.
+    app.router.routes.append(
+        UIMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    )
     return app
 
 

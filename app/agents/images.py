@@ -1,13 +1,14 @@
 """Photos and generated images: into the blob store, indexed in the session.
 
-Blob keys use logical names only (`user`, `partner`, `child_1`, ...) — never names from the
-profile. Generation runs outside the session's turn lock (it is slow); recording the result
-is one atomic field update of the "images" document, so nothing is lost either way.
+Blob keys use logical names only (`user`, `partner`, `child_1`, ... plus a content hash) —
+never names from the profile. Generation runs outside the session's turn lock (it is slow);
+recording the result takes the lock briefly to swap the index entry and retire the old blob.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -70,7 +71,10 @@ class ImageAgent:
     async def _record(
         self, session_id: str, name: str, data: bytes, content_type: str, meta: JSONDict
     ) -> StoredImage:
-        key = session_blob_key(session_id, f"{name}.{ext_for(content_type)}")
+        # Content-addressed key: two concurrent uploads never write the same object, so
+        # the index can only ever point at the bytes it describes.
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        key = session_blob_key(session_id, f"{name}-{digest}.{ext_for(content_type)}")
         info = await self._blobs.put(key=key, data=data, content_type=content_type)
         entry = {
             "key": key,
@@ -80,7 +84,13 @@ class ImageAgent:
             "created_at": utcnow().isoformat(),
             "meta": meta,
         }
-        await self._sessions.update(session_id=session_id, doc="images", fields={name: entry})
+        # The swap is short and under the session lock, so the blob it replaces is known.
+        async with self._sessions.lock(session_id=session_id):
+            _, images = await self._index(session_id)
+            await self._sessions.update(session_id=session_id, doc="images", fields={name: entry})
+        previous = images.get(name, {}).get("key")
+        if previous and previous != key:
+            await self._blobs.delete(key=previous)
         return StoredImage(name, content_type, info.etag, meta)
 
     async def upload_user_photo(self, session_id: str, chunks: AsyncIterable[bytes]) -> StoredImage:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +22,19 @@ from .base import BlobInfo, BlobNotFound, BlobReader, InvalidId, StoreUnavailabl
 from .file_sessions import write_atomic
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _key_lock(meta: Path, *, exclusive: bool, create_dirs: bool = True) -> Iterator[None]:
+    """A per-key flock beside the sidecar (cross-process; never listed as a blob)."""
+    if exclusive and create_dirs:
+        meta.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(meta.with_name(f".{meta.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 class DiskBlobRepository:
@@ -70,25 +85,40 @@ class DiskBlobRepository:
 
         def _commit() -> None:
             meta.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, obj)
             record = {"content_type": content_type, "etag": info.etag, "size": size}
-            write_atomic(meta, dumps(record).encode())
+            # Object and sidecar change together: readers take the same lock shared.
+            with _key_lock(meta, exclusive=True):
+                os.replace(tmp, obj)
+                write_atomic(meta, dumps(record).encode())
 
         await self._run(_commit)
         return info
 
-    def _stat(self, key: str) -> BlobInfo:
+    def _open_locked(self, key: str) -> tuple[BlobInfo, int]:
+        """The object's fd and the metadata that belongs to exactly that content."""
         obj, meta = self._paths(key)
-        st = obj.stat()
-        try:
-            record = loads(meta.read_bytes())
-        except FileNotFoundError:
-            etag = f"{st.st_size}-{st.st_mtime_ns}"
-            record = {"content_type": "application/octet-stream", "etag": etag}
-        return BlobInfo(
+        with _key_lock(meta, exclusive=False):
+            fd = os.open(obj, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                try:
+                    record = loads(meta.read_bytes())
+                except FileNotFoundError:
+                    etag = f"{st.st_size}-{st.st_mtime_ns}"
+                    record = {"content_type": "application/octet-stream", "etag": etag}
+            except BaseException:
+                os.close(fd)
+                raise
+        info = BlobInfo(
             key, st.st_size, record["content_type"], record["etag"],
             datetime.fromtimestamp(st.st_mtime, UTC),
         )  # fmt: skip
+        return info, fd
+
+    def _stat(self, key: str) -> BlobInfo:
+        info, fd = self._open_locked(key)
+        os.close(fd)
+        return info
 
     async def stat(self, *, key: str) -> BlobInfo:
         return await self._run(self._stat, key)
@@ -101,12 +131,8 @@ class DiskBlobRepository:
         return True
 
     async def open(self, *, key: str) -> BlobReader:
-        info = await self.stat(key=key)
-        obj, _ = self._paths(key)
-        try:
-            handle = await anyio.open_file(obj, "rb")
-        except FileNotFoundError:
-            raise BlobNotFound(key) from None
+        info, fd = await self._run(self._open_locked, key)
+        handle = anyio.wrap_file(os.fdopen(fd, "rb"))
 
         async def _stream() -> AsyncIterator[bytes]:
             while chunk := await handle.read(CHUNK_SIZE):
@@ -118,9 +144,10 @@ class DiskBlobRepository:
         obj, meta = self._paths(key)
 
         def _delete() -> bool:
-            meta.unlink(missing_ok=True)
             try:
-                obj.unlink()
+                with _key_lock(meta, exclusive=True, create_dirs=False):
+                    meta.unlink(missing_ok=True)
+                    obj.unlink()
             except FileNotFoundError:
                 return False
             return True

@@ -151,7 +151,7 @@ _STYLES = {
     "female": _Style(0.158, 0.212, 0.26, 2.0, 0.009, True, rgb("ce626e"), 70, 0.29, "scoop",
                      ("long", "medium", "bob", "ponytail", "long")),
     "male": _Style(0.172, 0.222, 0.14, 2.5, 0.016, False, None, 20, 0.37, "collar",
-                   ("short", "short", "medium", "short")),
+                   ("short", "short", "short", "buzz")),
     "neutral": _Style(0.165, 0.216, 0.2, 2.2, 0.012, False, rgb("c47878"), 45, 0.33, "crew",
                       ("short", "medium", "bob", "long")),
 }  # fmt: skip
