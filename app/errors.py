@@ -5,6 +5,7 @@ Every non-2xx response is `{"error": <human message>, "code": <machine code>, ..
 
 from __future__ import annotations
 
+import email.message
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -128,8 +129,46 @@ async def _domain_handler(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
+def _expected_media_type(request: Request) -> str | None:
+    """The media type the matched route reads its body as (None: it reads no body)."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    if body_field is None:
+        return None
+    return str(getattr(body_field.field_info, "media_type", None) or "application/json")
+
+
+def _media_type_matches(content_type: str | None, expected: str) -> bool:
+    """Whether a Content-Type is what the route reads (JSON: also `application/*+json`)."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    actual = message.get_content_type()
+    if expected == "application/json":
+        main, _, sub = actual.partition("/")
+        return main == "application" and (sub == "json" or sub.endswith("+json"))
+    if expected == "multipart/form-data":
+        return actual == "multipart/form-data"
+    return actual == expected
+
+
+def _unsupported_media(expected: str) -> JSONResponse:
+    return error_body(
+        415,
+        "unsupported_media_type",
+        f"Content-Type は {expected} で送信してください。",
+        expected=expected,
+    )
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    expected = _expected_media_type(request)
+    if exc.status_code == 400 and expected is not None:
+        # FastAPI could not read the body at all: invalid UTF-8, a broken multipart form.
+        if expected == "application/json":
+            return error_body(400, "invalid_json", "リクエストの JSON を読み取れません。")
+        return error_body(400, "invalid_body", "送信されたデータを読み取れません。")
     try:
         phrase = HTTPStatus(exc.status_code).phrase
     except ValueError:
@@ -141,7 +180,7 @@ async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = []
     for err in exc.errors():
@@ -151,7 +190,20 @@ async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
         return error_body(
             400, "invalid_json", "リクエストの JSON を読み取れません。", details=details
         )
-    first = details[0] if details else {"loc": [], "msg": ""}
+    expected = _expected_media_type(request)
+    body_errors = [d for d in details if d["loc"][:1] == ["body"]]
+    if expected is not None and body_errors:
+        content_type = request.headers.get("content-type")
+        # A body the route did not read for its type (text/plain, a form, no Content-Type):
+        # 415 says what to send. An absent body stays a 422 "field required".
+        absent = not content_type and all(d["type"] == "missing" for d in body_errors)
+        if not absent and not _media_type_matches(content_type, expected):
+            return _unsupported_media(expected)
+    first = details[0] if details else {"loc": [], "msg": "", "type": ""}
+    if first["loc"] == ["body"] and first["type"] in ("model_attributes_type", "dict_type"):
+        # A JSON array, string, number or null where an object was expected.
+        message = "リクエストの本文は JSON オブジェクトで送信してください。"
+        return error_body(422, "validation_error", message, details=details)
     where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
     return error_body(422, "validation_error", f"{where}: {first['msg']}", details=details)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any, Literal
 
@@ -19,9 +20,58 @@ class ErrorResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class IncompleteResponse(ErrorResponse):
-    missing_fields: list[str]
-    information_complete: Literal[False] = False
+class ConflictResponse(ErrorResponse):
+    """409: the interview is incomplete (with what is missing), or another turn is running."""
+
+    missing_fields: list[str] | None = Field(
+        default=None,
+        description="Only with code `interview_incomplete`: what is still missing, in order.",
+        examples=[["income_range", "children_info"]],
+    )
+    information_complete: Literal[False] | None = Field(
+        default=None, description="Only with code `interview_incomplete`."
+    )
+
+
+class NotReadyResponse(ErrorResponse):
+    checks: dict[str, Literal["ok", "down"]] = Field(examples=[{"sessions": "down", "blobs": "ok"}])
+
+
+# What every documented error status means; routes pick the statuses they can answer with.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Unreadable body: malformed JSON, invalid UTF-8 or a broken multipart form "
+    "(`invalid_json`, `invalid_body`)",
+    404: "No such session, or an id that is not a canonical UUID4 (`session_not_found`)",
+    409: "Another turn of this session is running (`session_busy`)",
+    413: "Body over MAX_REQUEST_BYTES (`payload_too_large`) or message over MAX_MESSAGE_CHARS "
+    "(`message_too_long`)",
+    415: "Body is not `application/json` (`unsupported_media_type`)",
+    422: "Validation failed: missing, blank or mistyped field, or an over-long id "
+    "(`validation_error`, `empty_message`)",
+    500: "Unexpected error: JSON with a `request_id`, never internals (`internal_error`)",
+    502: "The language model failed (`llm_error`)",
+    503: "A store is unavailable (`store_unavailable`, naming the `store`)",
+    504: "The language model timed out (`llm_timeout`)",
+}
+SESSION_ERRORS: tuple[int, ...] = (404, 422, 500, 503)  # any route with a session id
+BODY_ERRORS: tuple[int, ...] = (400, 413, 415, 422)  # any route that reads a JSON body
+LLM_ERRORS: tuple[int, ...] = (409, 502, 504)  # any route that runs a turn of a brain
+
+
+def error_responses(
+    *statuses: int,
+    descriptions: dict[int, str] | None = None,
+    models: dict[int, type[BaseModel]] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: each status with its JSON error model and description."""
+    descriptions, models = descriptions or {}, models or {}
+    return {
+        status: {
+            "model": models.get(status, ErrorResponse),
+            "description": descriptions.get(status, ERROR_DESCRIPTIONS[status]),
+        }
+        for status in sorted(set(statuses))
+    }
 
 
 class HealthResponse(BaseModel):
@@ -63,7 +113,9 @@ class MessageRequest(BaseModel):
     @field_validator("message")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        # Blank: nothing but whitespace (incl. U+3000) and invisible control/format characters
+        # (NUL, zero-width space, BOM, ...). A ZWJ inside an emoji sequence is not alone.
+        if all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
             raise ValueError("message must not be blank")
         return value
 

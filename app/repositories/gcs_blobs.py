@@ -22,11 +22,18 @@ T = TypeVar("T")
 
 SPOOL_MAX = 8 * 1024 * 1024  # streamed uploads stay in memory up to this size, then on disk
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # V4 signatures refuse longer
+# Tries of an idempotent read (backoff 0.2 s, 0.4 s): a refused connection fails in ~0.6 s.
 READ_ATTEMPTS = 3
-CALL_TIMEOUT = 30  # seconds for one metadata call
-# gcloud-aio annotates timeouts as int seconds but hands them to aiohttp, which takes a
-# ClientTimeout too: a total limit would cut long transfers, so bound connect and each read.
-TRANSFER_TIMEOUT: Any = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+# Fail fast when GCS is unreachable (the API promises a 503 within ~2 s): a TCP connect takes
+# milliseconds, so 1 s only cuts off a dead or black-holed endpoint. gcloud-aio annotates
+# timeouts as int seconds but hands them to aiohttp, which takes a ClientTimeout too (an int
+# would be a total limit only, with the connect bounded by nothing shorter).
+CONNECT_TIMEOUT = 1.0
+CALL_TIMEOUT: Any = aiohttp.ClientTimeout(total=10, sock_connect=CONNECT_TIMEOUT)
+# A total limit would cut long transfers, so bound the connect and each wait for bytes.
+TRANSFER_TIMEOUT: Any = aiohttp.ClientTimeout(
+    total=None, sock_connect=CONNECT_TIMEOUT, sock_read=30
+)
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 

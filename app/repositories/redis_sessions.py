@@ -91,8 +91,10 @@ def create_redis_client(
         max_connections=max_connections,
         timeout=socket_timeout,
         socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 2.0),
-        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 3),
+        # A healthy Redis answers a connect in milliseconds; a black-holed one must not hold
+        # a request past the 2 s the API promises for a 503.
+        socket_connect_timeout=min(socket_timeout, 0.75),
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), 1),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
         health_check_interval=30,
         decode_responses=False,

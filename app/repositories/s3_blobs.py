@@ -17,6 +17,9 @@ PART_SIZE = 8 * 1024 * 1024  # S3 wants >= 5 MiB for every part but the last
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+CONNECT_TIMEOUT = 1.0  # seconds for a TCP connect
+READ_TIMEOUT = 15.0  # seconds of silence on an open connection
+TOTAL_ATTEMPTS = 2  # first try + one retry
 
 
 @contextmanager
@@ -80,10 +83,16 @@ async def open_s3(
 
     options: dict[str, Any] = {
         "max_pool_connections": max_pool_connections,
-        "connect_timeout": 5,
-        "read_timeout": 60,
-        # botocore's `max_attempts` counts retries only (3 would make 4 tries); this is 3 in all.
-        "retries": {"mode": "standard", "total_max_attempts": 3},
+        # Fail fast when the store is unreachable (the API promises a 503 within ~2 s): a TCP
+        # connect to S3 or a same-network MinIO takes milliseconds, so 1 s only cuts off a
+        # dead or black-holed endpoint. The read timeout bounds each wait for bytes (not a
+        # whole transfer), so large objects still stream.
+        "connect_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+        # One retry (standard mode: throttling, 5xx, connection errors, with jittered backoff
+        # of at most 1 s before it). `total_max_attempts` counts the first try; a third try
+        # would add up to 2 s more backoff and break the fail-fast budget.
+        "retries": {"mode": "standard", "total_max_attempts": TOTAL_ATTEMPTS},
         "signature_version": "s3v4",
     }
     if endpoint_url:

@@ -8,8 +8,17 @@ from fastapi import APIRouter
 
 from app.agents.family import FamilyView
 from app.deps import FamilyDep, SessionIdDep
-from app.routers.sessions import NOT_FOUND, TURN_ERRORS
-from app.schemas import ErrorResponse, FamilyMessageResponse, FamilyStatus, MessageRequest
+from app.routers.sessions import NOT_FOUND
+from app.schemas import (
+    BODY_ERRORS,
+    LLM_ERRORS,
+    SESSION_ERRORS,
+    ConflictResponse,
+    FamilyMessageResponse,
+    FamilyStatus,
+    MessageRequest,
+    error_responses,
+)
 
 router = APIRouter(prefix="/api/sessions/{session_id}/family", tags=["family"])
 
@@ -41,13 +50,16 @@ async def family_status(session_id: SessionIdDep, family: FamilyDep) -> dict[str
     "/messages",
     summary="Talk with the future family",
     response_model=FamilyMessageResponse,
-    responses={
-        **TURN_ERRORS,
-        409: {
-            "model": ErrorResponse,
-            "description": "Interview incomplete, or another turn is running",
+    responses=error_responses(
+        *SESSION_ERRORS,
+        *BODY_ERRORS,
+        *LLM_ERRORS,
+        descriptions={
+            409: "The interview is incomplete (`interview_incomplete`, with `missing_fields`), "
+            "or another turn is running (`session_busy`)"
         },
-    },
+        models={409: ConflictResponse},
+    ),
 )
 async def family_message(
     session_id: SessionIdDep, body: MessageRequest, family: FamilyDep

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.deps import ServicesDep
 from app.repositories.base import RepositoryError
-from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
+from app.schemas import HealthResponse, NotReadyResponse, ReadyResponse, error_responses
 
 router = APIRouter(prefix="/api", tags=["health"])
-_PING_TIMEOUT = 2.0
+log = logging.getLogger("hera.health")
+# Below the 2 s a probe (and a client) is promised an answer in, even when a store hangs.
+_PING_TIMEOUT = 1.5
 
 
-@router.get("/health", summary="Liveness: the process answers", response_model=HealthResponse)
+@router.get(
+    "/health",
+    summary="Liveness: the process answers (touches no store)",
+    response_model=HealthResponse,
+    responses=error_responses(500),
+)
 async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
@@ -24,13 +32,21 @@ async def health() -> HealthResponse:
     "/ready",
     summary="Readiness: both stores answer",
     response_model=ReadyResponse,
-    responses={503: {"model": ErrorResponse, "description": "A store is down"}},
+    responses=error_responses(
+        500,
+        503,
+        descriptions={503: "A store is down (`not_ready`); `checks` names which"},
+        models={503: NotReadyResponse},
+    ),
 )
 async def ready(services: ServicesDep) -> ReadyResponse | JSONResponse:
     async def check(ping: object) -> str:
         try:
             await asyncio.wait_for(ping(), _PING_TIMEOUT)  # type: ignore[operator]
         except (RepositoryError, TimeoutError, OSError):
+            return "down"
+        except Exception as exc:  # a readiness probe answers 503, never 500
+            log.warning("readiness ping failed: %s", type(exc).__name__)
             return "down"
         return "ok"
 

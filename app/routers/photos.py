@@ -5,28 +5,41 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Path, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from app.agents.images import StoredImage
+from app.agents.images import StoredImage, check_image_name
 from app.deps import ImagesDep, SessionIdDep, SettingsDep
-from app.routers.sessions import NOT_FOUND
 from app.schemas import (
+    BODY_ERRORS,
+    LLM_ERRORS,
+    SESSION_ERRORS,
     ChildImagesResponse,
-    ErrorResponse,
+    ConflictResponse,
     GenerateImageRequest,
     ImageResponse,
     UploadResponse,
+    error_responses,
 )
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
 _READ_CHUNK = 64 * 1024
-_GENERATE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **NOT_FOUND,
-    409: {"model": ErrorResponse, "description": "Profile or prerequisite image missing"},
-    502: {"model": ErrorResponse, "description": "The image model failed"},
-    504: {"model": ErrorResponse, "description": "The image model timed out"},
+_IMAGE_ERRORS = {
+    409: "The profile or a prerequisite image is missing (`interview_incomplete`, "
+    "`user_photo_missing`, `partner_image_missing`, ...), or another turn is running",
+    502: "The image model failed (`llm_error`)",
+    504: "The image model timed out (`llm_timeout`)",
 }
+_GENERATE_ERRORS = error_responses(
+    *SESSION_ERRORS, *LLM_ERRORS, descriptions=_IMAGE_ERRORS, models={409: ConflictResponse}
+)
+ImageName = Annotated[
+    str,
+    Path(
+        description="`user`, `partner` or `child_<n>`; anything else is 404 before any lookup.",
+        examples=["user"],
+    ),
+]
 
 
 def image_url(session_id: str, image: StoredImage) -> str:
@@ -42,12 +55,18 @@ def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
     "/photos/user",
     summary="Upload the user's photo (JPEG, PNG or WebP)",
     response_model=UploadResponse,
-    responses={
-        **NOT_FOUND,
-        400: {"model": ErrorResponse, "description": "Not a readable image"},
-        413: {"model": ErrorResponse, "description": "Over MAX_UPLOAD_BYTES or too many pixels"},
-        415: {"model": ErrorResponse, "description": "Not JPEG, PNG or WebP"},
-    },
+    responses=error_responses(
+        *SESSION_ERRORS,
+        *BODY_ERRORS,
+        409,
+        descriptions={
+            400: "Not a readable image, or a broken multipart form",
+            413: "Over MAX_UPLOAD_BYTES (`payload_too_large`) or too many pixels "
+            "(`image_too_large`)",
+            415: "Not JPEG, PNG or WebP, or not a `multipart/form-data` body "
+            "(`unsupported_media_type`)",
+        },
+    ),
 )
 async def upload_user_photo(
     session_id: SessionIdDep,
@@ -66,7 +85,7 @@ async def upload_user_photo(
     "/generate-image",
     summary="Draw the partner from the profile's description",
     response_model=ImageResponse,
-    responses=_GENERATE_ERRORS,
+    responses={**_GENERATE_ERRORS, **error_responses(*BODY_ERRORS)},
 )
 async def generate_partner_image(
     session_id: SessionIdDep, images: ImagesDep, body: GenerateImageRequest | None = None
@@ -91,19 +110,30 @@ async def generate_child_images(session_id: SessionIdDep, images: ImagesDep) -> 
     summary="An image of the session (streamed, or a redirect to a presigned URL)",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The image"},
+        200: {
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/webp": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "The image, with `ETag` and `Cache-Control`",
+        },
         304: {"description": "Not modified (If-None-Match)"},
-        307: {"description": "Redirect to a short-lived presigned URL"},
-        **NOT_FOUND,
+        307: {"description": "Redirect to a short-lived presigned URL (BLOB_URL_MODE=presigned)"},
+        **error_responses(
+            *SESSION_ERRORS,
+            descriptions={404: "No such session or image (`session_not_found`, `image_not_found`)"},
+        ),
     },
 )
 async def get_photo(
     session_id: SessionIdDep,
-    name: str,
+    name: ImageName,
     request: Request,
     images: ImagesDep,
     settings: SettingsDep,
 ) -> Response:
+    check_image_name(name)  # a hostile name is 404 before any store is touched
     if settings.blob_url_mode == "presigned":
         url = await images.presigned(session_id, name, settings.presigned_url_ttl)
         if url is not None:

@@ -10,30 +10,24 @@ from app.agents.hera import COMPLETION_MESSAGE, InterviewView
 from app.deps import BlobsDep, FamilyDep, HeraDep, SessionIdDep, SessionsDep
 from app.repositories.base import session_blob_prefix
 from app.schemas import (
+    BODY_ERRORS,
+    LLM_ERRORS,
+    SESSION_ERRORS,
     CompleteResponse,
-    ErrorResponse,
-    IncompleteResponse,
+    ConflictResponse,
     InterviewStatus,
     MessageRequest,
     MessageResponse,
     SessionCreated,
     SessionSummary,
+    error_responses,
 )
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "No such session (or not a UUID)"},
-    503: {"model": ErrorResponse, "description": "A store is unavailable"},
-}
-TURN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **NOT_FOUND,
-    409: {"model": ErrorResponse, "description": "Another turn of this session is running"},
-    413: {"model": ErrorResponse, "description": "Message longer than MAX_MESSAGE_CHARS"},
-    422: {"model": ErrorResponse, "description": "Blank or malformed message"},
-    502: {"model": ErrorResponse, "description": "The language model failed"},
-    504: {"model": ErrorResponse, "description": "The language model timed out"},
-}
+# Every route with a session id can answer these; the others add what they can answer.
+NOT_FOUND = error_responses(*SESSION_ERRORS)
+TURN_ERRORS = error_responses(*SESSION_ERRORS, *BODY_ERRORS, *LLM_ERRORS)
 
 
 def _status_body(view: InterviewView) -> dict[str, Any]:
@@ -51,7 +45,7 @@ def _status_body(view: InterviewView) -> dict[str, Any]:
     status_code=201,
     summary="Start a session",
     response_model=SessionCreated,
-    responses={503: NOT_FOUND[503]},
+    responses=error_responses(500, 503),
 )
 async def create_session(sessions: SessionsDep) -> SessionCreated:
     meta = await sessions.create()
@@ -72,7 +66,8 @@ async def get_session(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]
     "/{session_id}",
     status_code=204,
     summary="Delete a session with all its data and images",
-    responses=NOT_FOUND,
+    response_class=Response,
+    responses={204: {"description": "Deleted (no body)"}, **NOT_FOUND},
 )
 async def delete_session(
     session_id: SessionIdDep, sessions: SessionsDep, blobs: BlobsDep
@@ -117,10 +112,15 @@ async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> dict[str,
     "/{session_id}/complete",
     summary="Finish the interview",
     response_model=CompleteResponse,
-    responses={
-        **NOT_FOUND,
-        409: {"model": IncompleteResponse, "description": "Required fields are missing"},
-    },
+    responses=error_responses(
+        *SESSION_ERRORS,
+        409,
+        descriptions={
+            409: "Required fields are missing (`interview_incomplete`, with `missing_fields`), "
+            "or another turn is running (`session_busy`)"
+        },
+        models={409: ConflictResponse},
+    ),
 )
 async def complete_interview(
     session_id: SessionIdDep, hera: HeraDep, family: FamilyDep

@@ -1,0 +1,412 @@
+"""Outages of Redis and of the bucket: fail fast with 503 JSON, stay up, recover by itself.
+
+Each test owns its dependency (a `redis-server` on a free port; a moto S3 server), runs the
+app in-process over it, stops the dependency mid-session and restarts it on the same port:
+
+- Redis: every request that needs the session store answers 503 `store_unavailable` (store
+  `sessions`) in under 2 s, again and again (no pool left stuck); `/api/ready` is 503 naming
+  the sessions store, `/api/health` stays 200. Redis runs with an append-only file (fsync on
+  every write) in the test's tmp dir, so the restarted server has the data; the same app then
+  serves the session again with its history and profile exactly as before, and new turns work.
+- S3 (moto): the photo download and the upload answer 503 (store `blobs`) in under 2 s,
+  ready names the blob store, sessions keep working. moto keeps no data across a restart
+  (it is in memory), so after it comes back the bucket is recreated; the app recovers without
+  a restart: ready is 200 again, the lost photo is a clean 404 (not a 500), and a new upload
+  works and is served byte for byte from the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.api.images import jpeg_photo
+from tests.api.scripted_user import SCRIPT
+from tests.support.servers import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    GCSHandle,
+    MotoHandle,
+    create_gcs_bucket,
+    create_s3_bucket,
+    list_gcs_names,
+    s3_client,
+    start_moto_server,
+    wait_until_answering,
+)
+from tests.support.services import free_port, unavailable
+
+pytestmark = pytest.mark.slow
+
+FAIL_FAST_SECONDS = 2.0  # every request during an outage is answered within this
+RECOVERY_SECONDS = 15.0  # deadline for "it works again" after the dependency is back
+START_SECONDS = 15.0
+
+
+# ------------------------------------------------------------------------------ helpers
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """One app instance (one set of store clients) for the whole test, driven over ASGI."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hera.test") as client:
+            yield client
+
+
+async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    # The outer bound only keeps a hang from hanging the suite; the assertion is on `elapsed`.
+    response = await asyncio.wait_for(call, timeout=30)
+    return response, time.monotonic() - started
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, what: str, within: float) -> None:
+    """Poll `check` until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {within} s")
+        await asyncio.sleep(0.05)  # poll interval
+
+
+SLOWEST: dict[str, float] = {}  # the slowest failing request per store (printed with -s)
+
+
+def assert_unavailable(response: httpx.Response, elapsed: float, store: str, what: str) -> None:
+    SLOWEST[store] = max(SLOWEST.get(store, 0.0), elapsed)
+    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith("application/json"), what
+    body = response.json()
+    assert body["code"] == "store_unavailable" and body["error"], what
+    assert body["store"] == store, what
+    assert elapsed < FAIL_FAST_SECONDS, f"{what} took {elapsed:.2f} s"
+
+
+async def assert_not_ready(api: httpx.AsyncClient, down: str) -> None:
+    response, elapsed = await timed(api.get("/api/ready"))
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "not_ready"
+    assert body["checks"][down] == "down"
+    assert [name for name, state in body["checks"].items() if state == "down"] == [down]
+    assert elapsed < FAIL_FAST_SECONDS, f"ready took {elapsed:.2f} s"
+    health, elapsed = await timed(api.get("/api/health"))
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert elapsed < FAIL_FAST_SECONDS
+
+
+async def is_ready(api: httpx.AsyncClient) -> bool:
+    return (await api.get("/api/ready")).status_code == 200
+
+
+# ------------------------------------------------------------------------------ Redis
+class RedisServer:
+    """A test-owned redis-server whose data survives a restart (AOF, fsync on every write)."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis-server is not installed")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--dir", str(self.data_dir),
+                "--daemonize", "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._wait_for_ping()
+
+    def _wait_for_ping(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + START_SECONDS
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} exited")
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # not up yet, or still loading the AOF (BusyLoadingError)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {self.port} did not answer")
+                time.sleep(0.05)  # poll interval
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+async def test_redis_outage_fails_fast_and_recovers_with_all_data(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        settings = Settings(
+            _env_file=None,
+            session_type="redis",
+            redis_url=server.url,
+            redis_namespace="hera-outage",
+            hera_data_dir=tmp_path / "data",
+            storage_mode="local",
+            llm_provider="offline",
+        )
+        async with running_app(settings) as api:
+            sid = (await api.post("/api/sessions")).json()["session_id"]
+            for line in SCRIPT[:3]:
+                response = await api.post(f"/api/sessions/{sid}/messages", json={"message": line})
+                assert response.status_code == 200, response.text
+            before = (await api.get(f"/api/sessions/{sid}/status")).json()
+            summary = (await api.get(f"/api/sessions/{sid}")).json()
+            assert len(before["conversation_history"]) == 6 and before["user_profile"]
+
+            server.stop()
+            calls: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
+                ("status", lambda: api.get(f"/api/sessions/{sid}/status")),
+                ("summary", lambda: api.get(f"/api/sessions/{sid}")),
+                ("message", lambda: api.post(
+                    f"/api/sessions/{sid}/messages", json={"message": SCRIPT[3]}
+                )),
+                ("family", lambda: api.get(f"/api/sessions/{sid}/family/status")),
+                ("complete", lambda: api.post(f"/api/sessions/{sid}/complete")),
+                ("create", lambda: api.post("/api/sessions")),
+            ]  # fmt: skip
+            for round_ in range(3):  # again and again: no connection or lock left stuck
+                for what, call in calls:
+                    response, elapsed = await timed(call())
+                    assert_unavailable(response, elapsed, "sessions", f"{what} #{round_}")
+            await assert_not_ready(api, "sessions")
+
+            print(f"\nslowest failing sessions request: {SLOWEST['sessions']:.3f} s")
+            server.start()  # the same port; the AOF brings the data back
+            await eventually(
+                lambda: is_ready(api), what="ready after Redis restart", within=RECOVERY_SECONDS
+            )
+            after = await api.get(f"/api/sessions/{sid}/status")
+            assert after.status_code == 200, after.text
+            assert after.json() == before
+            assert (await api.get(f"/api/sessions/{sid}")).json() == summary
+            turn = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[3]})
+            assert turn.status_code == 200, turn.text
+            history = turn.json()["conversation_history"]
+            assert history[:6] == before["conversation_history"] and len(history) == 8
+            assert (await api.post("/api/sessions")).status_code == 201
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------ S3 (moto)
+def restart_moto_on(url: str) -> MotoHandle:
+    """moto again on the same port (start_moto_server picks a new free port each time)."""
+    port = int(url.rsplit(":", 1)[1])
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    handle = MotoHandle(url, process, log)
+    try:
+        wait_until_answering(
+            f"{url}/moto-api/",
+            deadline=time.monotonic() + START_SECONDS,
+            alive=lambda: process.poll() is None,
+        )
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
+    try:
+        moto = start_moto_server()
+    except Exception as exc:
+        unavailable(f"moto server could not start: {exc}")
+        return
+    bucket = "hera-outage"
+    try:
+        create_s3_bucket(moto.url, bucket)
+        settings = Settings(
+            _env_file=None,
+            session_type="file",
+            hera_data_dir=tmp_path / "data",
+            storage_mode="cloud",
+            cloud_storage_type="s3",
+            s3_bucket_name=bucket,
+            s3_endpoint_url=moto.url,
+            aws_region=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            llm_provider="offline",
+        )
+        photo = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
+        async with running_app(settings) as api:
+            sid = (await api.post("/api/sessions")).json()["session_id"]
+            assert (
+                await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+            ).status_code == 200
+            assert (await api.get(f"/api/sessions/{sid}/photos/user")).status_code == 200
+
+            moto.stop()
+            for round_ in range(3):
+                response, elapsed = await timed(api.get(f"/api/sessions/{sid}/photos/user"))
+                assert_unavailable(response, elapsed, "blobs", f"download #{round_}")
+                response, elapsed = await timed(
+                    api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+                )
+                assert_unavailable(response, elapsed, "blobs", f"upload #{round_}")
+            await assert_not_ready(api, "blobs")
+            print(f"\nslowest failing blobs request: {SLOWEST['blobs']:.3f} s")
+            # The session store is fine meanwhile.
+            assert (await api.get(f"/api/sessions/{sid}/status")).status_code == 200
+
+            # moto keeps everything in memory: the restarted server has no bucket and no
+            # objects. Recreate the bucket (what an operator's infrastructure would do).
+            moto = restart_moto_on(moto.url)
+            create_s3_bucket(moto.url, bucket)
+            await eventually(
+                lambda: is_ready(api), what="ready after moto restart", within=RECOVERY_SECONDS
+            )
+            lost = await api.get(f"/api/sessions/{sid}/photos/user")
+            assert lost.status_code == 404 and lost.json()["code"] == "image_not_found"
+
+            upload = await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+            assert upload.status_code == 200, upload.text
+            served = await api.get(upload.json()["image_url"])
+            assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+            keys = [
+                o["Key"] for o in s3_client(moto.url).list_objects_v2(Bucket=bucket)["Contents"]
+            ]
+            assert len(keys) == 1
+            stored = s3_client(moto.url).get_object(Bucket=bucket, Key=keys[0])["Body"].read()
+            assert served.content == stored
+    finally:
+        moto.stop()
+
+
+# ------------------------------------------------------------------------------ GCS emulator
+def start_gcs_on(port: int) -> GCSHandle:
+    """gcp-storage-emulator (in memory, fresh) on a given port, like `start_gcs_emulator`."""
+    import threading
+    from functools import partial
+    from http.server import ThreadingHTTPServer
+
+    from gcp_storage_emulator.storage import Storage
+
+    from tests.support.servers import _EmulatorHandler
+
+    handler = partial(_EmulatorHandler, Storage(use_memory_fs=True), threading.Lock())
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="gcs-emulator", daemon=True)
+    thread.start()
+    handle = GCSHandle(f"http://127.0.0.1:{port}", server, thread)
+    try:
+        wait_until_answering(
+            f"{handle.url}/storage/v1/b", deadline=time.monotonic() + START_SECONDS
+        )
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+async def test_gcs_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
+    try:
+        emulator = start_gcs_on(free_port())
+    except Exception as exc:
+        unavailable(f"gcp-storage-emulator could not start: {exc}")
+        return
+    bucket = "hera-outage"
+    try:
+        create_gcs_bucket(emulator.url, bucket)
+        settings = Settings(
+            _env_file=None,
+            session_type="file",
+            hera_data_dir=tmp_path / "data",
+            storage_mode="cloud",
+            cloud_storage_type="gcs",
+            gcs_bucket_name=bucket,
+            storage_emulator_host=emulator.url,
+            llm_provider="offline",
+        )
+        photo = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
+        async with running_app(settings) as api:
+            sid = (await api.post("/api/sessions")).json()["session_id"]
+            assert (
+                await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+            ).status_code == 200
+
+            emulator.stop()
+            for round_ in range(3):
+                response, elapsed = await timed(api.get(f"/api/sessions/{sid}/photos/user"))
+                assert_unavailable(response, elapsed, "blobs", f"download #{round_}")
+                response, elapsed = await timed(
+                    api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+                )
+                assert_unavailable(response, elapsed, "blobs", f"upload #{round_}")
+            await assert_not_ready(api, "blobs")
+            print(f"\nslowest failing blobs request (GCS): {SLOWEST['blobs']:.3f} s")
+
+            # The emulator keeps no data either: a fresh one, the bucket recreated.
+            emulator = start_gcs_on(int(emulator.url.rsplit(":", 1)[1]))
+            create_gcs_bucket(emulator.url, bucket)
+            await eventually(
+                lambda: is_ready(api), what="ready after emulator restart", within=RECOVERY_SECONDS
+            )
+            lost = await api.get(f"/api/sessions/{sid}/photos/user")
+            assert lost.status_code == 404 and lost.json()["code"] == "image_not_found"
+            upload = await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
+            assert upload.status_code == 200, upload.text
+            served = await api.get(upload.json()["image_url"])
+            assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+            names = list_gcs_names(emulator.url, bucket)
+            assert len(names) == 1 and names[0].startswith(f"sessions/{sid}/"), names
+            quoted = urllib.parse.quote(names[0], safe="")
+            media = f"{emulator.url}/storage/v1/b/{bucket}/o/{quoted}?alt=media"
+            async with httpx.AsyncClient(timeout=10) as direct:
+                assert served.content == (await direct.get(media)).content
+    finally:
+        emulator.stop()
