@@ -15,7 +15,7 @@ from starlette.types import Scope
 from app.container import build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from app.routers import family, health, photos, sessions
 from app.settings import Settings, settings_or_exit
 
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_limit=settings.max_request_bytes,
         upload_limit=settings.max_upload_bytes,
     )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(CatchAllMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Content-Type", "X-Request-ID"],
         expose_headers=["X-Request-ID"],
     )
+    app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(family.router)

@@ -1,4 +1,4 @@
-"""ASGI middlewares: request context + catch-all (inside CORS), and the request-size limit."""
+"""ASGI middlewares: request context (outermost), catch-all (inside CORS), request-size limit."""
 
 from __future__ import annotations
 
@@ -18,11 +18,8 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContextMiddleware:
-    """Request id, one access line per request, and JSON for anything unexpected.
-
-    It sits inside CORSMiddleware, so even a 500 carries CORS headers (a handler registered
-    for Exception would run outside CORS and the browser would only see a CORS failure).
-    """
+    """Request id and one access line per request. The outermost middleware, so even a CORS
+    preflight answered by CORSMiddleware itself is logged with its id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,29 +33,23 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("unhandled error")
-            if not response_started:
-                response = error_body(
-                    500, "internal_error", "内部エラーが発生しました。", request_id=request_id
-                )
-                await response(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "<unmatched>"
+            # A template, never the concrete path (ids are capabilities); "" is the UI mount.
+            path = getattr(route, "path", None) or ("/<ui>" if route else "<unmatched>")
             log.info(
                 "%s %s %s",
                 scope["method"],
@@ -72,6 +63,39 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class CatchAllMiddleware:
+    """JSON 500 for anything unexpected, logged with the request id, never echoed.
+
+    It sits inside CORSMiddleware, so even a 500 carries CORS headers (a handler registered
+    for Exception would run outside CORS and the browser would only see a CORS failure).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error")
+            if not response_started:
+                response = error_body(
+                    500, "internal_error", "内部エラーが発生しました。",
+                    request_id=request_id_var.get(),
+                )  # fmt: skip
+                await response(scope, receive, send_wrapper)
 
 
 class _TooLarge(StarletteHTTPException):
