@@ -65,10 +65,8 @@ def _plan_key(trip: JSONDict) -> list[Any]:
 
 
 def proposal_text(plan: JSONDict) -> str:
-    activities = "、".join(plan["activities"])
-    return (
-        f"じゃあ、{plan['destination']}に行って、{activities}をするのはどうかな？みんなで決めよう！"
-    )
+    activities = "や".join(plan["activities"])
+    return f"じゃあ、{plan['destination']}で{activities}を楽しむのはどうかな？みんなで決めよう！"
 
 
 def fallback_story(profile: JSONDict, personas: list[JSONDict], plan: JSONDict) -> str:
