@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -37,3 +40,45 @@ def hera_server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def fake_gemini(latency: float) -> Iterator[tuple[str, list[int]]]:
+    """The fake Gemini in its own process: yields its base URL and, once closed, [requests]."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_fake_gemini_proc.py")), str(latency)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    answered: list[int] = []
+    try:
+        yield proc.stdout.readline().strip(), answered
+    finally:
+        proc.stdin.close()
+        answered.append(int(proc.stdout.readline() or 0))
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def gemini_hera(latency: float, *, store: str, redis_url: str) -> Iterator[tuple[str, list[int]]]:
+    """A Hera server on the Gemini brains against a fake Gemini; file or Redis sessions."""
+    namespace = f"hera-bench-{os.getpid()}"
+    with fake_gemini(latency) as (base_url, answered), tempfile.TemporaryDirectory() as data:
+        env = {
+            "LLM_PROVIDER": "gemini",
+            "GEMINI_API_KEY": "bench-key",
+            "GEMINI_BASE_URL": base_url,
+            "HERA_DATA_DIR": data,
+        }
+        if store == "redis":
+            env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=namespace)
+        try:
+            with hera_server(env) as url:
+                yield url, answered
+        finally:
+            if store == "redis":
+                from tests.support.redis_support import cleanup_namespace
+
+                asyncio.run(cleanup_namespace(redis_url, namespace))

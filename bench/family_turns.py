@@ -12,10 +12,7 @@ confirming turn is that call plus the story and the letter written side by side 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import hera_server
+from bench._server import gemini_hera
 
 TIMEOUT = 120
 
@@ -56,38 +53,13 @@ def main() -> None:
     parser.add_argument("--store", choices=["file", "redis"], default="file")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     args = parser.parse_args()
-    fake = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_fake_gemini_proc.py")), str(args.latency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert fake.stdin is not None and fake.stdout is not None
-    base_url = fake.stdout.readline().strip()
-    namespace = f"hera-bench-family-{os.getpid()}"
-    with tempfile.TemporaryDirectory() as data:
-        env = {
-            "LLM_PROVIDER": "gemini",
-            "GEMINI_API_KEY": "bench-key",
-            "GEMINI_BASE_URL": base_url,
-            "HERA_DATA_DIR": data,
-        }
-        if args.store == "redis":
-            env.update(REDIS_URL=args.redis_url, REDIS_NAMESPACE=namespace)
-        try:
-            with hera_server(env) as url, httpx.Client(base_url=url, timeout=TIMEOUT) as client:
-                one_round(client)  # warm-up
-                rounds = [one_round(client) for _ in range(args.rounds)]
-        finally:
-            fake.stdin.close()
-            calls = int(fake.stdout.readline() or 0)
-            fake.wait(timeout=10)
-            if args.store == "redis":
-                import asyncio
-
-                from tests.support.redis_support import cleanup_namespace
-
-                asyncio.run(cleanup_namespace(args.redis_url, namespace))
+    with (
+        gemini_hera(args.latency, store=args.store, redis_url=args.redis_url) as (url, answered),
+        httpx.Client(base_url=url, timeout=TIMEOUT) as client,
+    ):
+        one_round(client)  # warm-up
+        rounds = [one_round(client) for _ in range(args.rounds)]
+    calls = answered[0]
     one_call = min(r[0] for r in rounds)
     proposal = min(r[1] for r in rounds)
     confirm = min(r[2] for r in rounds)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +19,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import hera_server
-from tests.support.redis_support import cleanup_namespace
+from bench._server import gemini_hera
 
 MESSAGE = "32歳の女性です。独身で東京に住んでいます。"
 
@@ -73,33 +69,9 @@ def main() -> None:
     parser.add_argument("--store", choices=["file", "redis"], default="file")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     args = parser.parse_args()
-    fake = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_fake_gemini_proc.py")), str(args.latency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert fake.stdin is not None and fake.stdout is not None
-    base_url = fake.stdout.readline().strip()
-    namespace = f"hera-bench-{os.getpid()}"
-    with tempfile.TemporaryDirectory() as data:
-        env = {
-            "LLM_PROVIDER": "gemini",
-            "GEMINI_API_KEY": "bench-key",
-            "GEMINI_BASE_URL": base_url,
-            "HERA_DATA_DIR": data,
-        }
-        if args.store == "redis":
-            env.update(REDIS_URL=args.redis_url, REDIS_NAMESPACE=namespace)
-        try:
-            with hera_server(env) as url:
-                single, wall = asyncio.run(measure(url, args.sessions))
-        finally:
-            fake.stdin.close()
-            calls = int(fake.stdout.readline() or 0)
-            fake.wait(timeout=10)
-            if args.store == "redis":
-                asyncio.run(cleanup_namespace(args.redis_url, namespace))
+    with gemini_hera(args.latency, store=args.store, redis_url=args.redis_url) as (url, answered):
+        single, wall = asyncio.run(measure(url, args.sessions))
+    calls = answered[0]
     turns = 2 * args.sessions + 3
     print(f"store={args.store} fake latency={args.latency:.2f}s sessions={args.sessions}")
     print(f"single turn          : {single:.3f} s")
