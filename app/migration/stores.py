@@ -1,0 +1,219 @@
+"""The one writer, and the copies into the configured stores: store → store, legacy → store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+from typing import Final, TypeVar, cast
+
+import anyio.to_thread
+
+from app.agents.uploads import ext_for
+from app.migration.legacy import legacy_record, list_legacy_folders, read_legacy_folder
+from app.migration.records import BLOB_PREFIX, SessionRecord
+from app.migration.report import MigrationReport, Progress, _NoProgress
+from app.repositories.base import (
+    DOC_NAMES,
+    LOG_NAMES,
+    BlobInfo,
+    BlobNotFound,
+    BlobRepository,
+    DocName,
+    LogName,
+    SessionExists,
+    SessionNotFound,
+    SessionRepository,
+    session_blob_key,
+)
+
+T = TypeVar("T")
+ALL_DOCS: Final = cast(tuple[DocName, ...], DOC_NAMES)
+ALL_LOGS: Final = cast(tuple[LogName, ...], LOG_NAMES)
+APPEND_BATCH: Final = 500  # entries per append: bounded script arguments on Redis
+
+
+# ------------------------------------------------------------------------------ writer
+async def write_session(
+    record: SessionRecord, *, sessions: SessionRepository, blobs: BlobRepository, dry_run: bool
+) -> bool:
+    """Store one record; False (nothing written) when the session is already live."""
+    sid = record.session_id
+    if await sessions.exists(session_id=sid):
+        return False
+    if dry_run:
+        return True
+    docs = {name: dict(fields) for name, fields in record.docs.items()}
+    for photo in record.photos:  # blobs first: a session never points at a missing blob
+        key = session_blob_key(sid, f"{photo.name}.{ext_for(photo.content_type)}")
+        info = await blobs.put(key=key, data=photo.data, content_type=photo.content_type)
+        docs.setdefault("images", {})[photo.name] = {
+            "key": key,
+            "content_type": photo.content_type,
+            "etag": info.etag,
+            "size": info.size,
+            "created_at": photo.created_at.isoformat(),
+            "meta": {"source": "legacy-import"},
+        }
+    try:
+        await sessions.create(
+            session_id=sid, created_at=record.created_at, owner_id=record.owner_id
+        )
+    except SessionExists:
+        return False
+    try:
+        for name, fields in docs.items():
+            if fields:
+                await sessions.update(session_id=sid, doc=cast(DocName, name), fields=fields)
+        for log_name, entries in record.logs.items():
+            for start in range(0, len(entries), APPEND_BATCH):
+                batch = entries[start : start + APPEND_BATCH]
+                await sessions.append(session_id=sid, log=cast(LogName, log_name), entries=batch)
+    except BaseException:
+        # A half-written session would be skipped by the next run: remove it so it is retried.
+        with suppress(Exception):
+            await sessions.delete(session_id=sid)
+        raise
+    return True
+
+
+async def _each(
+    items: AsyncIterator[T], work: Callable[[T], Awaitable[None]], concurrency: int
+) -> None:
+    """Run `work` over a stream with at most `concurrency` items in flight (never all)."""
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(item: T) -> None:
+        try:
+            await work(item)
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as group:
+        async for item in items:
+            await slots.acquire()
+            group.create_task(run(item))
+
+
+async def _stream(values: Iterable[T]) -> AsyncIterator[T]:
+    for value in values:
+        yield value
+
+
+# ------------------------------------------------------------------------------ store → store
+async def copy_sessions(
+    source: SessionRepository,
+    target: SessionRepository,
+    blobs: BlobRepository,
+    *,
+    report: MigrationReport,
+    progress: Progress | None = None,
+    concurrency: int = 8,
+) -> None:
+    """Every live session of `source` (meta, documents, both logs) into `target`."""
+    bar = _NoProgress() if progress is None else progress
+
+    async def one(session_id: str) -> None:
+        try:
+            if await target.exists(session_id=session_id):
+                report.sessions.skipped += 1
+                return
+            snap = await source.load(session_id=session_id, docs=ALL_DOCS, logs=ALL_LOGS)
+            record = SessionRecord(
+                session_id, snap.meta.created_at, snap.meta.owner_id, snap.docs, snap.logs
+            )
+            copied = await write_session(
+                record, sessions=target, blobs=blobs, dry_run=report.dry_run
+            )
+            if copied:
+                report.sessions.copied += 1
+            else:
+                report.sessions.skipped += 1
+        except SessionNotFound:
+            report.notes.append(f"session {session_id}: expired or deleted while copying")
+        except Exception as exc:
+            report.fail(report.sessions, f"session {session_id}", exc)
+        finally:
+            bar.update()
+
+    await _each(source.iter_ids(), one, concurrency)
+
+
+async def copy_blobs(
+    source: BlobRepository,
+    target: BlobRepository,
+    *,
+    report: MigrationReport,
+    progress: Progress | None = None,
+    concurrency: int = 8,
+) -> None:
+    """Every blob under `sessions/` of `source` into `target`, streamed (never whole)."""
+    bar = _NoProgress() if progress is None else progress
+
+    async def one(info: BlobInfo) -> None:
+        try:
+            try:
+                existing: BlobInfo | None = await target.stat(key=info.key)
+            except BlobNotFound:
+                existing = None
+            if existing is not None and existing.size == info.size:
+                report.blobs.skipped += 1
+                return
+            if not report.dry_run:
+                reader = await source.open(key=info.key)
+                try:
+                    await target.put(
+                        key=info.key, data=reader.chunks(), content_type=info.content_type
+                    )
+                finally:
+                    await reader.aclose()
+            report.blobs.copied += 1
+        except Exception as exc:
+            report.fail(report.blobs, f"blob {info.key}", exc)
+        finally:
+            bar.update()
+
+    await _each(source.list(prefix=BLOB_PREFIX), one, concurrency)
+
+
+# ------------------------------------------------------------------------------ legacy → store
+async def import_legacy(
+    root: Path,
+    *,
+    sessions: SessionRepository,
+    blobs: BlobRepository,
+    report: MigrationReport,
+    progress: Progress | None = None,
+    concurrency: int = 8,
+) -> None:
+    """Every `<root>/<id>/` folder of the old backend into the stores; one bad folder fails alone."""
+    bar = _NoProgress() if progress is None else progress
+    names = await anyio.to_thread.run_sync(list_legacy_folders, root)
+    bar.reset(total=len(names))
+
+    async def one(name: str) -> None:
+        try:
+            legacy = await anyio.to_thread.run_sync(read_legacy_folder, root / name)
+            if legacy is None:
+                report.notes.append(f"{name}: no legacy session files; ignored")
+                return
+            record, dropped = legacy_record(legacy)
+            report.id_map[name] = record.session_id
+            report.notes += [f"{name}: {note}" for note in legacy.notes]
+            report.dropped_keys.update(dropped)
+            copied = await write_session(
+                record, sessions=sessions, blobs=blobs, dry_run=report.dry_run
+            )
+            if copied:
+                report.sessions.copied += 1
+                report.blobs.copied += len(record.photos)
+            else:
+                report.sessions.skipped += 1
+                report.blobs.skipped += len(record.photos)
+        except Exception as exc:
+            report.fail(report.sessions, f"legacy session {name}", exc)
+        finally:
+            bar.update()
+
+    await _each(_stream(names), one, concurrency)
