@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import shutil
@@ -297,10 +298,15 @@ class FileSessionRepository:
         return await self._run(_delete)
 
     async def iter_ids(self) -> AsyncIterator[str]:
-        with os.scandir(self._root) as entries:
-            for entry in entries:
-                if is_session_id(entry.name) and await self.exists(session_id=entry.name):
-                    yield entry.name
+        # Directory iteration in batches, each read off the loop: streams, never loads all.
+        entries = await self._run(os.scandir, self._root)
+        try:
+            while batch := await self._run(lambda: list(itertools.islice(entries, 500))):
+                for entry in batch:
+                    if is_session_id(entry.name) and await self.exists(session_id=entry.name):
+                        yield entry.name
+        finally:
+            entries.close()
 
     async def prune_expired(self, *, dry_run: bool = False) -> list[str]:
         """Remove the folders (and lock files) of expired sessions; return their ids.
