@@ -10,6 +10,7 @@ from app.agents.brains.base import FamilyBrain, ImageBrain, InterviewBrain
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
+from app.agents.lifecycle import SessionLifecycle
 from app.repositories import build_blob_repository, build_session_repository
 from app.repositories.base import BlobRepository, SessionRepository
 from app.settings import Settings
@@ -23,6 +24,7 @@ class Services:
     hera: HeraAgent
     family: FamilyAgent
     images: ImageAgent
+    lifecycle: SessionLifecycle
 
 
 @dataclass(frozen=True)
@@ -88,4 +90,5 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
         ),
+        lifecycle=SessionLifecycle(sessions=sessions, blobs=blobs),
     )

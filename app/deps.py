@@ -13,6 +13,7 @@ from fastapi import Depends, Path, Request
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
+from app.agents.lifecycle import SessionLifecycle
 from app.container import Services
 from app.errors import NotFound
 from app.repositories.base import BlobRepository, SessionRepository, is_session_id
@@ -49,6 +50,10 @@ async def get_images(services: Annotated[Services, Depends(get_services)]) -> Im
     return services.images
 
 
+async def get_lifecycle(services: Annotated[Services, Depends(get_services)]) -> SessionLifecycle:
+    return services.lifecycle
+
+
 async def session_id_path(
     session_id: Annotated[
         str,
@@ -72,4 +77,5 @@ BlobsDep = Annotated[BlobRepository, Depends(get_blobs)]
 HeraDep = Annotated[HeraAgent, Depends(get_hera)]
 FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
 ImagesDep = Annotated[ImageAgent, Depends(get_images)]
+LifecycleDep = Annotated[SessionLifecycle, Depends(get_lifecycle)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]

@@ -29,6 +29,7 @@ from app.agents.uploads import ImageTooLarge, UnsupportedImage
 from app.repositories.base import (
     BlobNotFound,
     InvalidId,
+    LockLost,
     RepositoryError,
     SessionBusy,
     SessionNotFound,
@@ -86,6 +87,7 @@ _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
     (UnsupportedImage, 415, "unsupported_media_type", "JPEG・PNG・WebP の画像をアップロードしてください。"),
     (ImageNotFound, 404, "image_not_found", "画像が見つかりません。"),
     (BlobNotFound, 404, "image_not_found", "画像が見つかりません。"),
+    (LockLost, 409, "session_busy", "処理中に別の操作と重なりました。もう一度お試しください。"),
     (SessionBusy, 409, "session_busy", "前のメッセージを処理中です。少し待ってからもう一度送ってください。"),
     (StoreUnavailable, 503, "store_unavailable", "保存先に接続できません。しばらくしてから再試行してください。"),
     (BrainTimeout, 504, "llm_timeout", "AIの応答が時間内に返りませんでした。もう一度お試しください。"),

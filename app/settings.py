@@ -6,6 +6,7 @@ names (SESSION_TYPE, REDIS_URL, STORAGE_MODE, ...) keep their meaning.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,6 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+# The same rule as blob key segments (app/repositories/base.py), checked here at start-up.
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
 
 
@@ -137,8 +140,13 @@ class Settings(BaseSettings):
         if self.storage_emulator_host and "://" not in self.storage_emulator_host:
             problems.append("STORAGE_EMULATOR_HOST must include the scheme, e.g. http://host:9023")
         prefix = self.blob_key_prefix.strip("/")
-        if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
-            problems.append("BLOB_KEY_PREFIX must not contain empty, '.' or '..' segments")
+        if prefix and not all(
+            _KEY_SEGMENT.match(seg) and ".." not in seg for seg in prefix.split("/")
+        ):
+            problems.append(
+                "BLOB_KEY_PREFIX: each '/'-separated part must be letters, digits, '.', '_' or "
+                "'-' (not starting with '.' or '-'), with no empty, '.' or '..' parts"
+            )
         if problems:
             raise SettingsError(problems)
         return self

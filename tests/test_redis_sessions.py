@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 import uuid
@@ -269,3 +270,24 @@ def test_app_source_never_uses_keys_flushall_or_flushdb() -> None:
         if forbidden.search(line)
     ]
     assert offenders == []
+
+
+async def test_turns_always_end_even_when_a_heartbeat_extend_is_in_flight(
+    make_repo: Callable[..., RedisSessionRepository],
+) -> None:
+    # A tiny TTL makes the heartbeat extend constantly, so turns often end mid-extend: the
+    # case where a bare cancel() could be swallowed and leave the lock renewed forever.
+    repo = make_repo(lock_ttl_seconds=0.03, lock_wait_seconds=5)
+    ids = [(await repo.create()).session_id for _ in range(20)]
+
+    async def turn(sid: str) -> None:
+        async with repo.lock(session_id=sid):
+            await repo.append(session_id=sid, log="history", entries=[{"n": 1}])
+            await asyncio.sleep(rng.uniform(0, 0.04))  # the turn's own work: spans extends
+
+    rng = random.Random(7)
+    for _ in range(15):
+        await asyncio.wait_for(asyncio.gather(*(turn(s) for s in ids)), timeout=20)
+    for sid in ids:  # every lock was released: each can be taken at once
+        async with repo.lock(session_id=sid, wait=1):
+            pass

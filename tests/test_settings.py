@@ -444,3 +444,13 @@ def test_an_invalid_value_in_the_dot_env_file_is_reported_like_any_other(
     (tmp_path / ".env").write_text("SESSION_TYPE=redis\n", encoding="utf-8")
 
     assert problems_from(monkeypatch) == ["SESSION_TYPE=redis requires REDIS_URL"]
+
+
+def test_a_blob_key_prefix_with_unsafe_characters_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("BLOB_KEY_PREFIX", "my prefix")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("BLOB_KEY_PREFIX")

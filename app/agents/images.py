@@ -1,6 +1,6 @@
 """Photos and generated images: into the blob store, indexed in the session.
 
-Blob keys use logical names only (`user`, `partner`, `child_1`, ... plus a content hash) —
+Blob keys use logical names only (`user`, `partner`, `child_1`, ... plus hash and nonce) —
 never names from the profile. Generation runs outside the session's turn lock (it is slow);
 recording the result takes the lock briefly to swap the index entry and retire the old blob.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Final
@@ -25,6 +26,7 @@ from app.repositories.base import (
     BlobReader,
     BlobRepository,
     JSONDict,
+    SessionNotFound,
     SessionRepository,
     read_all,
     session_blob_key,
@@ -71,10 +73,12 @@ class ImageAgent:
     async def _record(
         self, session_id: str, name: str, data: bytes, content_type: str, meta: JSONDict
     ) -> StoredImage:
-        # Content-addressed key: two concurrent uploads never write the same object, so
-        # the index can only ever point at the bytes it describes.
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        key = session_blob_key(session_id, f"{name}-{digest}.{ext_for(content_type)}")
+        # A fresh key per write (content hash + nonce): concurrent writers never share an
+        # object, so the index can only point at the bytes it describes, and retiring an old
+        # blob can never remove one that a later write still uses.
+        digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest()[:12])
+        unique = f"{name}-{digest}{uuid.uuid4().hex[:8]}.{ext_for(content_type)}"
+        key = session_blob_key(session_id, unique)
         info = await self._blobs.put(key=key, data=data, content_type=content_type)
         entry = {
             "key": key,
@@ -84,10 +88,16 @@ class ImageAgent:
             "created_at": utcnow().isoformat(),
             "meta": meta,
         }
-        # The swap is short and under the session lock, so the blob it replaces is known.
-        async with self._sessions.lock(session_id=session_id):
-            _, images = await self._index(session_id)
-            await self._sessions.update(session_id=session_id, doc="images", fields={name: entry})
+        try:
+            # The swap is short and under the session lock, so the blob it replaces is known.
+            async with self._sessions.lock(session_id=session_id):
+                _, images = await self._index(session_id)
+                await self._sessions.update(
+                    session_id=session_id, doc="images", fields={name: entry}
+                )
+        except SessionNotFound:
+            await self._blobs.delete(key=key)  # the session was deleted meanwhile
+            raise
         previous = images.get(name, {}).get("key")
         if previous and previous != key:
             await self._blobs.delete(key=previous)

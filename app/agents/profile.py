@@ -142,12 +142,22 @@ def sanitize(extracted: Any) -> JSONDict:
 
 # ------------------------------------------------------------------ merge
 def _merge_children(old: list[JSONDict], new: list[JSONDict]) -> list[JSONDict]:
+    """Match each mentioned child by name, never by position: a model that reports only the
+    child of this message ("二人目は息子のたろう") must not overwrite the first one."""
     merged = [dict(c) for c in old]
-    for index, child in enumerate(new):
-        if index < len(merged):
-            merged[index].update(child)
-        else:
+    for child in new:
+        name = child.get("name")
+        match = next((c for c in merged if name and c.get("name") == name), None)
+        if match is None and name:
+            # A name for a child known so far only by the wished-for gender.
+            match = next((c for c in merged if not c.get("name")), None)
+        if match is None and not name:
+            # A detail without a name completes the first child that lacks it.
+            match = next((c for c in merged if any(k not in c for k in child)), None)
+        if match is None:
             merged.append(dict(child))
+        else:
+            match.update(child)
     return merged[:_MAX_CHILDREN]
 
 

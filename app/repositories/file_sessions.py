@@ -109,9 +109,10 @@ class FileSessionRepository:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await anyio.to_thread.run_sync(fn, *args)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            # Only a session folder can vanish under us (deleted or pruned meanwhile).
+            raise SessionNotFound(str(exc.filename or "")) from exc
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
             raise StoreUnavailable("sessions", type(exc).__name__) from exc
 
     def _read_meta(self, folder: Path) -> SessionMeta:
@@ -262,8 +263,15 @@ class FileSessionRepository:
         # flock is tied to this open file description: another task, process or a crashed
         # holder's successor is excluded, and the kernel frees it when the holder dies.
         path = self._root / ".locks" / f"{session_id}.lock"
+
+        def _open() -> int:
+            # No lock file for a session that does not exist (no inode per random id).
+            if not (self._root / session_id / "meta.json").exists():
+                raise SessionNotFound(session_id)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
         # Creating the file is disk I/O (a journal write the first time): keep it off the loop.
-        fd = await self._run(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = await self._run(_open)
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -293,6 +301,7 @@ class FileSessionRepository:
             except FileNotFoundError:
                 return False
             shutil.rmtree(trash, ignore_errors=True)
+            (self._root / ".locks" / f"{folder.name}.lock").unlink(missing_ok=True)
             return alive
 
         return await self._run(_delete)

@@ -255,7 +255,8 @@ class RedisSessionRepository:
             acquired = await lock.acquire()
         if not acquired:
             raise SessionBusy(session_id)
-        heartbeat = asyncio.create_task(self._heartbeat(lock, session_id))
+        stop = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(lock, session_id, stop))
         failed = False
         try:
             yield
@@ -263,19 +264,27 @@ class RedisSessionRepository:
             failed = True
             raise
         finally:
-            heartbeat.cancel()
+            # A flag, not only cancel(): on 3.11 a cancel that lands while redis-py's own
+            # wait_for completes is swallowed, and the heartbeat would renew forever.
+            stop.set()
             try:
-                await asyncio.wait({heartbeat})  # unlike `await`, never raises its CancelledError
+                while not heartbeat.done():
+                    heartbeat.cancel()
+                    await asyncio.wait({heartbeat}, timeout=0.05)
             finally:
                 await self._release(lock, session_id, quiet=failed)
 
-    async def _heartbeat(self, lock: Lock, session_id: str) -> None:
+    async def _heartbeat(self, lock: Lock, session_id: str, stop: asyncio.Event) -> None:
         # Re-arm the full TTL every third of it: a long turn keeps the lock, a dead one frees it.
-        while True:
-            await asyncio.sleep(self._lock_ttl / 3)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lock_ttl / 3):
+                    await stop.wait()
+            if stop.is_set():
+                return
             try:
                 await lock.extend(self._lock_ttl, replace_ttl=True)
-            except rx.LockNotOwnedError:
+            except rx.LockError:  # not owned any more (expired, or taken over)
                 log.warning("lock of session %s expired while its turn ran", session_id)
                 return
             except _TRANSIENT as exc:  # keep trying: up to two thirds of the TTL are left

@@ -7,8 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from app.agents.hera import COMPLETION_MESSAGE, InterviewView
-from app.deps import BlobsDep, FamilyDep, HeraDep, SessionIdDep, SessionsDep
-from app.repositories.base import session_blob_prefix
+from app.deps import FamilyDep, HeraDep, LifecycleDep, SessionIdDep
 from app.schemas import (
     BODY_ERRORS,
     LLM_ERRORS,
@@ -47,8 +46,8 @@ def _status_body(view: InterviewView) -> dict[str, Any]:
     response_model=SessionCreated,
     responses=error_responses(500, 503),
 )
-async def create_session(sessions: SessionsDep) -> SessionCreated:
-    meta = await sessions.create()
+async def create_session(lifecycle: LifecycleDep) -> SessionCreated:
+    meta = await lifecycle.create()
     return SessionCreated(session_id=meta.session_id, created_at=meta.created_at)
 
 
@@ -69,13 +68,8 @@ async def get_session(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]
     response_class=Response,
     responses={204: {"description": "Deleted (no body)"}, **NOT_FOUND},
 )
-async def delete_session(
-    session_id: SessionIdDep, sessions: SessionsDep, blobs: BlobsDep
-) -> Response:
-    await sessions.get_meta(session_id=session_id)  # 404 for an unknown session
-    # Blobs first: if this fails the session still exists and the delete can be retried.
-    await blobs.delete_prefix(prefix=session_blob_prefix(session_id))
-    await sessions.delete(session_id=session_id)
+async def delete_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> Response:
+    await lifecycle.delete(session_id)
     return Response(status_code=204)
 
 

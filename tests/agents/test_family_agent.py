@@ -202,3 +202,21 @@ async def test_status_writes_nothing() -> None:
     view = await agent.status(sid)
     assert view.personas == [] and view.history == []
     assert (await store.get_meta(session_id=sid)).updated_at == before.updated_at
+
+
+def test_a_second_child_named_alone_does_not_replace_the_first() -> None:
+    from app.agents.profile import merge_profile
+
+    first = {"children_info": [{"name": "さくら", "desired_gender": "女の子"}]}
+    merged, changed = merge_profile(
+        first, {"children_info": [{"name": "たろう", "desired_gender": "男の子"}]}
+    )
+    assert merged["children_info"] == [
+        {"name": "さくら", "desired_gender": "女の子"},
+        {"name": "たろう", "desired_gender": "男の子"},
+    ]
+    assert changed == ["children_info"]
+    named_later, _ = merge_profile(
+        {"children_info": [{"desired_gender": "男の子"}]}, {"children_info": [{"name": "太郎"}]}
+    )
+    assert named_later["children_info"] == [{"desired_gender": "男の子", "name": "太郎"}]

@@ -181,3 +181,17 @@ async def test_request_id_is_echoed_or_generated(local_api: ApiClient) -> None:
     generated = await local_api.get("/api/health", headers={"x-request-id": "bad id\n"})
     assert generated.headers["x-request-id"] != "bad id\n"
     assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_unknown_sessions_leave_no_lock_files_behind(local_api: ApiClient) -> None:
+    import uuid
+
+    locks = local_api.settings.resolved_sessions_dir / ".locks"
+    for _ in range(5):
+        sid = str(uuid.uuid4())
+        response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "hi"})
+        assert_json_error(response, 404, "session_not_found")
+    sid = await new_session(local_api)
+    await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳です"})
+    assert (await local_api.delete(f"/api/sessions/{sid}")).status_code == 204
+    assert list(locks.iterdir()) == []

@@ -1,0 +1,27 @@
+"""Creating and deleting whole sessions (data and images together)."""
+
+from __future__ import annotations
+
+from app.repositories.base import (
+    BlobRepository,
+    SessionMeta,
+    SessionRepository,
+    session_blob_prefix,
+)
+
+
+class SessionLifecycle:
+    def __init__(self, *, sessions: SessionRepository, blobs: BlobRepository) -> None:
+        self._sessions = sessions
+        self._blobs = blobs
+
+    async def create(self) -> SessionMeta:
+        return await self._sessions.create()
+
+    async def delete(self, session_id: str) -> None:
+        """Everything of the session goes; a running turn finishes first (the lock)."""
+        async with self._sessions.lock(session_id=session_id):
+            await self._sessions.get_meta(session_id=session_id)  # 404 for an unknown one
+            # Blobs first: if this fails the session still exists and the delete can be retried.
+            await self._blobs.delete_prefix(prefix=session_blob_prefix(session_id))
+            await self._sessions.delete(session_id=session_id)
