@@ -7,13 +7,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
+from tests.support.polling import wait_for_http
 from tests.support.services import free_port
 
 
@@ -26,16 +24,7 @@ def hera_server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     proc = subprocess.Popen(cmd, env={**os.environ, "LOG_LEVEL": "WARNING", **env})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("hera server did not start")
-            time.sleep(0.1)
+        wait_for_http(f"{url}/api/health", within=30, process=proc)
         yield url
     finally:
         proc.terminate()

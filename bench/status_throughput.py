@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.polling import wait_for_http
 from tests.support.redis_support import cleanup_namespace
 from tests.support.services import free_port
 
@@ -70,18 +70,12 @@ def uvicorn_server(target: str, env: dict[str, str], ready_path: str) -> Iterato
         proc = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=stderr)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + ready_path, timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    stderr.seek(0)
-                    sys.stderr.write(stderr.read().decode(errors="replace")[-4000:])
-                    raise RuntimeError(f"{target} did not start")
-                time.sleep(0.1)
+
+            def log_tail() -> str:
+                stderr.seek(0)
+                return stderr.read().decode(errors="replace")[-4000:]
+
+            wait_for_http(url + ready_path, within=30, process=proc, describe=log_tail)
             yield Server(url, proc.pid)
         finally:
             proc.terminate()

@@ -33,6 +33,7 @@ from app.repositories.base import is_session_id, session_blob_key
 from app.settings import Settings
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.scripted_user import SCRIPT
+from tests.support.polling import wait_for_http
 from tests.support.redis_support import cleanup_namespace, namespace_keys
 from tests.support.servers import s3_client
 from tests.support.services import free_port
@@ -537,16 +538,10 @@ def test_serve_runs_the_api_on_the_given_port(tmp_path: Path) -> None:
     port = free_port()
     process = cli_process(tmp_path, "serve", "--port", str(port))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not answer in time"
-                time.sleep(0.1)  # poll interval
-        assert health.status_code == 200
+        wait_for_http(f"http://127.0.0.1:{port}/api/health", within=30, process=process)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json() == {
+            "status": "ok"
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)

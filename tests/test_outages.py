@@ -35,6 +35,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
+from tests.support.polling import eventually, wait_until
 from tests.support.servers import (
     ACCESS_KEY,
     REGION,
@@ -73,15 +74,6 @@ async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]
     # The outer bound only keeps a hang from hanging the suite; the assertion is on `elapsed`.
     response = await asyncio.wait_for(call, timeout=30)
     return response, time.monotonic() - started
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, what: str, within: float) -> None:
-    """Poll `check` until it is true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within} s")
-        await asyncio.sleep(0.05)  # poll interval
 
 
 SLOWEST: dict[str, float] = {}  # the slowest failing request per store (printed with -s)
@@ -149,21 +141,19 @@ class RedisServer:
     def _wait_for_ping(self) -> None:
         import redis
 
-        deadline = time.monotonic() + START_SECONDS
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+
+        def answers() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited")
+            try:
+                return bool(client.ping())
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False  # not up yet, or still loading the AOF (BusyLoadingError)
+
         try:
-            while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} exited")
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass  # not up yet, or still loading the AOF (BusyLoadingError)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on port {self.port} did not answer")
-                time.sleep(0.05)  # poll interval
+            wait_until(answers, within=START_SECONDS, what=f"redis-server on port {self.port}")
         finally:
             client.close()
 

@@ -18,6 +18,7 @@ import redis.asyncio
 from app.repositories._codec import dumps
 from app.repositories.base import LockLost, SessionNotFound, StoreUnavailable
 from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+from tests.support.polling import eventually
 from tests.support.redis_support import cleanup_namespace, namespace_keys
 from tests.support.services import free_port, unavailable
 
@@ -54,13 +55,6 @@ async def make_repo(
     yield make
     for namespace in namespaces:
         await cleanup_namespace(url, namespace)
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 def _wire(arg: Any) -> bytes:
@@ -190,7 +184,7 @@ async def test_writes_to_an_expired_session_create_no_keys(
     async def all_gone() -> bool:
         return await namespace_keys(client, repo._ns) == []
 
-    await eventually(all_gone)  # every key expired together, none lingers
+    await eventually(all_gone, within=10, what="every key expiring")  # together, none lingers
     with pytest.raises(SessionNotFound):
         await repo.append(session_id=sid, log="history", entries=[{"text": "おーい"}])
     assert await namespace_keys(client, repo._ns) == []
@@ -215,10 +209,13 @@ async def test_lock_lives_under_the_hash_tag_and_is_gone_after_release(
     async with repo.lock(session_id=sid):
         first = await client.get(key)
         started = time.monotonic()
-        while time.monotonic() - started < 1.5:  # 2.5 lock TTLs: only the heartbeat keeps it
-            assert await client.get(key) == first
+
+        async def held_past_expiry() -> bool:
+            assert await client.get(key) == first  # never lost or taken over meanwhile
             assert 0 < await client.pttl(key) <= 600
-            await asyncio.sleep(0.05)
+            return time.monotonic() - started > 1.5  # 2.5 lock TTLs: only the heartbeat
+
+        await eventually(held_past_expiry, within=10, what="the lock outliving its TTL")
     assert await client.exists(key) == 0
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
+from tests.support.polling import wait_for_http
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.slow
@@ -78,21 +79,16 @@ def running_server(tmp_path: Path, **variables: str) -> Iterator[Server]:
     process, stderr_path = launch(tmp_path, port, **variables)
     server = Server(process, f"http://127.0.0.1:{port}", stderr_path)
     try:
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"server exited with {process.returncode} before answering:\n{server.stderr()}"
-                )
-            try:
-                httpx.get(f"{server.base_url}/api/health", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"server did not answer within {START_DEADLINE}s:\n{server.stderr()}"
-                    )
-                time.sleep(0.05)  # poll interval, bounded by the deadline above
+        try:
+            wait_for_http(
+                f"{server.base_url}/api/health",
+                within=START_DEADLINE,
+                process=process,
+                ok=lambda status: True,  # any answer: readiness is what some cases test
+                describe=server.stderr,
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc))
         yield server
     finally:
         stop(process)

@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +32,7 @@ from app.main import STATIC_DIR
 from tests.api.conftest import open_client, stack_settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
+from tests.support.polling import wait_for_http
 from tests.support.services import free_port, unavailable
 
 if TYPE_CHECKING:
@@ -103,17 +103,15 @@ def api_server(data_dir: Path, **env_overrides: str) -> Iterator[str]:
 
 
 def _wait_healthy(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/api/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling interval of the deadline loop, not a wait for a result
-    pytest.fail(f"server not healthy after {STARTUP_SECONDS}s:\n{log_path.read_text()}")
+    try:
+        wait_for_http(
+            f"{base}/api/health",
+            within=STARTUP_SECONDS,
+            process=process,
+            describe=log_path.read_text,
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(str(exc))
 
 
 @contextmanager

@@ -19,18 +19,10 @@ from app.repositories.base import (
     new_session_id,
 )
 from tests.conftest import SessionFactory
+from tests.support.polling import eventually
 from tests.support.stores import StoreSpec, python
 
 JAPANESE = "こんにちは、ヘーラーです。家族の未来を一緒に描きましょう 👨‍👩‍👧"
-
-
-async def eventually(predicate: Any, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Poll an async predicate until it is true or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
 
 
 async def test_create_then_meta_round_trips(sessions: SessionRepository) -> None:
@@ -180,7 +172,7 @@ async def test_session_expires_ttl_after_last_write(make_sessions: SessionFactor
     async def gone() -> bool:
         return not await repo.exists(session_id=sid)
 
-    await eventually(gone, timeout=10)
+    await eventually(gone, within=10, what="the session expiring")
     with pytest.raises(SessionNotFound):
         await repo.load(session_id=sid, logs=["history"])
     with pytest.raises(SessionNotFound):
@@ -202,17 +194,18 @@ async def test_lock_excludes_a_second_holder_in_the_same_process(
 async def test_lock_waiter_runs_after_the_holder_releases(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
     order: list[str] = []
-    holder_in = asyncio.Event()
+    holder_in, waiter_trying = asyncio.Event(), asyncio.Event()
 
     async def holder() -> None:
         async with sessions.lock(session_id=sid):
             holder_in.set()
             order.append("holder-start")
-            await asyncio.sleep(0.3)  # keep the lock while the waiter queues up
+            await waiter_trying.wait()  # the waiter is at the lock: release only now
             order.append("holder-end")
 
     async def waiter() -> None:
         await holder_in.wait()
+        waiter_trying.set()
         async with sessions.lock(session_id=sid, wait=5):
             order.append("waiter")
 

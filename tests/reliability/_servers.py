@@ -16,9 +16,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from app.settings import Settings
+from tests.support.polling import wait_for_http
 from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,17 +75,16 @@ def _launch(
 
 def _wait_healthy(server: HeraServer, deadline: float) -> bool:
     """True once /api/health answers 200; False if the process exited first."""
-    while True:
-        if server.process.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{server.url}/api/health", timeout=1.0).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{server.url} did not answer in {START_DEADLINE}s:\n{server.log()}")
-        time.sleep(0.05)  # poll interval, bounded by the deadline
+    try:
+        wait_for_http(
+            f"{server.url}/api/health",
+            within=max(0.0, deadline - time.monotonic()),
+            process=server.process,
+            describe=server.log,
+        )
+    except RuntimeError:
+        return False
+    return True
 
 
 @contextmanager

@@ -26,6 +26,7 @@ import redis.asyncio
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
 from tests.reliability._servers import server_env
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +47,7 @@ async def _pttls(client: redis.asyncio.Redis, keys: list[bytes]) -> list[int]:
 
 
 async def _poll(what: str, deadline: float, check: Callable[[], Awaitable[bool]]) -> None:
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(POLL)
+    await eventually(check, within=max(0.0, deadline - time.monotonic()), what=what)
 
 
 # ------------------------------------------------------------------------------ Redis

@@ -21,6 +21,7 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 
+from tests.support.polling import wait_until
 from tests.support.services import free_port
 
 START_TIMEOUT = 30.0
@@ -30,19 +31,19 @@ ACCESS_KEY = SECRET_KEY = "testing"
 
 def wait_until_answering(url: str, *, deadline: float, alive: Any = None) -> None:
     """Poll `url` until any HTTP answer arrives; give up at `deadline` (time.monotonic())."""
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         if alive is not None and not alive():
             raise RuntimeError(f"server behind {url} exited while starting")
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                return True
         except urllib.error.HTTPError:
-            return  # it answered, just not with 2xx
-        except OSError as exc:
-            last = exc
-        time.sleep(0.05)  # poll interval
-    raise TimeoutError(f"{url} did not answer in time: {last}")
+            return True  # it answered, just not with 2xx
+        except OSError:
+            return False
+
+    wait_until(answered, within=max(0.0, deadline - time.monotonic()), what=f"{url} answering")
 
 
 # ------------------------------------------------------------------------------ moto (S3)
