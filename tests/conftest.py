@@ -140,3 +140,33 @@ async def blobs(blob_spec: StoreSpec) -> AsyncIterator[BlobRepository]:
     repo = await build_blob_repo(blob_spec)
     yield repo
     await repo.aclose()
+
+
+# ------------------------------------------------------------------ fake Gemini
+@pytest.fixture
+def fake_gemini() -> Iterator[Any]:
+    """A local fake Gemini HTTP server (tests/support/fake_gemini.py), stopped afterwards."""
+    from tests.support.fake_gemini import start_fake_gemini
+
+    server = start_fake_gemini()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def gemini_client(fake_gemini: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The real google-genai client pointed at the fake; a test module may set API_KEY and
+    TIMEOUT (seconds) to shape it."""
+    from app.agents.brains.gemini import close_gemini_client, create_gemini_client
+
+    client = create_gemini_client(
+        api_key=getattr(request.module, "API_KEY", "test-key"),
+        base_url=fake_gemini.base_url,
+        timeout_seconds=getattr(request.module, "TIMEOUT", 5.0),
+    )
+    try:
+        yield client
+    finally:
+        await close_gemini_client(client)

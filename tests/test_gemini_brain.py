@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,8 +14,6 @@ from google import genai
 from app.agents.brains.base import BrainError, BrainTimeout
 from app.agents.brains.gemini import (
     GeminiInterviewBrain,
-    close_gemini_client,
-    create_gemini_client,
 )
 from tests.support.fake_gemini import (
     FakeGemini,
@@ -23,7 +21,6 @@ from tests.support.fake_gemini import (
     json_text_body,
     max_tokens_body,
     safety_blocked_body,
-    start_fake_gemini,
     text_body,
 )
 
@@ -49,30 +46,10 @@ BrainFactory = Callable[..., GeminiInterviewBrain]
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    server = start_fake_gemini()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def client(fake_gemini: FakeGemini) -> AsyncIterator[genai.Client]:
-    gemini = create_gemini_client(
-        api_key=API_KEY, base_url=fake_gemini.base_url, timeout_seconds=TIMEOUT
-    )
-    try:
-        yield gemini
-    finally:
-        await close_gemini_client(gemini)
-
-
-@pytest.fixture
-def make_brain(client: genai.Client) -> BrainFactory:
+def make_brain(gemini_client: genai.Client) -> BrainFactory:
     def build(**overrides: Any) -> GeminiInterviewBrain:
         options: dict[str, Any] = {
-            "client": client,
+            "client": gemini_client,
             "model": MODEL,
             "timeout_seconds": TIMEOUT,
             "max_retries": MAX_RETRIES,

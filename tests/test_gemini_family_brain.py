@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google import genai
 
 from app.agents.brains.base import BrainError, BrainTimeout, FamilyLine
-from app.agents.brains.gemini import close_gemini_client, create_gemini_client
 from app.agents.brains.gemini_family import GeminiFamilyBrain
 from tests.support.fake_gemini import (
     FakeGemini,
@@ -19,7 +18,6 @@ from tests.support.fake_gemini import (
     error_body,
     json_text_body,
     safety_blocked_body,
-    start_fake_gemini,
 )
 
 MODEL = "gemini-test-model"
@@ -96,30 +94,10 @@ def family_answer(
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    server = start_fake_gemini()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def client(fake_gemini: FakeGemini) -> AsyncIterator[genai.Client]:
-    gemini = create_gemini_client(
-        api_key="test-key", base_url=fake_gemini.base_url, timeout_seconds=TIMEOUT
-    )
-    try:
-        yield gemini
-    finally:
-        await close_gemini_client(gemini)
-
-
-@pytest.fixture
-def make_brain(client: genai.Client) -> Callable[..., GeminiFamilyBrain]:
+def make_brain(gemini_client: genai.Client) -> Callable[..., GeminiFamilyBrain]:
     def build(**overrides: Any) -> GeminiFamilyBrain:
         options: dict[str, Any] = {
-            "client": client,
+            "client": gemini_client,
             "model": MODEL,
             "timeout_seconds": TIMEOUT,
             "max_retries": 2,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google import genai
 
 from app.agents.brains.base import BrainError, BrainTimeout
-from app.agents.brains.gemini import close_gemini_client, create_gemini_client
 from app.agents.brains.gemini_images import GeminiImageBrain
 from tests.support.fake_gemini import (
     FakeGemini,
@@ -19,7 +18,6 @@ from tests.support.fake_gemini import (
     image_body,
     no_image_body,
     safety_blocked_body,
-    start_fake_gemini,
     text_body,
 )
 
@@ -35,30 +33,10 @@ BrainFactory = Callable[..., GeminiImageBrain]
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    server = start_fake_gemini()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def client(fake_gemini: FakeGemini) -> AsyncIterator[genai.Client]:
-    gemini = create_gemini_client(
-        api_key="test-key", base_url=fake_gemini.base_url, timeout_seconds=TIMEOUT
-    )
-    try:
-        yield gemini
-    finally:
-        await close_gemini_client(gemini)
-
-
-@pytest.fixture
-def make_brain(client: genai.Client) -> BrainFactory:
+def make_brain(gemini_client: genai.Client) -> BrainFactory:
     def build(**overrides: Any) -> GeminiImageBrain:
         options: dict[str, Any] = {
-            "client": client,
+            "client": gemini_client,
             "model": IMAGE_MODEL,
             "timeout_seconds": TIMEOUT,
             "max_retries": 2,

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import ApiClient, open_client, stack_settings
-from tests.support.fake_gemini import FakeGemini, error_body, json_text_body, start_fake_gemini
+from tests.support.fake_gemini import FakeGemini, error_body, json_text_body
 
 API_KEY = "test-secret-key-123"
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeGemini]:
-    server = start_fake_gemini()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def gemini_api(
-    fake: FakeGemini, tmp_path: Path, request: pytest.FixtureRequest
+    fake_gemini: FakeGemini, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[ApiClient]:
     settings = stack_settings(
         "file-disk",
@@ -31,7 +24,7 @@ async def gemini_api(
         request,
         llm_provider="gemini",
         gemini_api_key=API_KEY,
-        gemini_base_url=fake.base_url,
+        gemini_base_url=fake_gemini.base_url,
         gemini_model="gemini-test-flash",
         llm_timeout_seconds=1.0,
         llm_max_retries=1,
@@ -46,9 +39,9 @@ async def new_session(api: ApiClient) -> str:
 
 
 async def test_one_turn_is_one_model_call_and_merges_safely(
-    gemini_api: ApiClient, fake: FakeGemini
+    gemini_api: ApiClient, fake_gemini: FakeGemini
 ) -> None:
-    fake.enqueue(
+    fake_gemini.enqueue(
         200,
         json_text_body(
             {
@@ -71,8 +64,8 @@ async def test_one_turn_is_one_model_call_and_merges_safely(
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert len(fake.requests) == 1
-    request = fake.requests[0]
+    assert len(fake_gemini.requests) == 1
+    request = fake_gemini.requests[0]
     assert request.model == "gemini-test-flash"
     assert request.headers["x-goog-api-key"] == API_KEY
     assert body["reply"] == "32歳の女性で、東京にお住まいなのですね。"
@@ -83,33 +76,37 @@ async def test_one_turn_is_one_model_call_and_merges_safely(
 
 
 async def test_a_hanging_model_is_504_and_keeps_the_message(
-    gemini_api: ApiClient, fake: FakeGemini
+    gemini_api: ApiClient, fake_gemini: FakeGemini
 ) -> None:
     sid = await new_session(gemini_api)
-    fake.hang = True
+    fake_gemini.hang = True
     response = await gemini_api.post(
         f"/api/sessions/{sid}/messages", json={"message": "こんにちは"}
     )
     assert response.status_code == 504
     assert response.json()["code"] == "llm_timeout"
-    fake.hang = False
+    fake_gemini.hang = False
     history = (await gemini_api.get(f"/api/sessions/{sid}/status")).json()["conversation_history"]
     assert [e["speaker"] for e in history] == ["user"]
 
 
-async def test_a_503_is_retried_then_succeeds(gemini_api: ApiClient, fake: FakeGemini) -> None:
-    fake.enqueue(503, error_body(503, "UNAVAILABLE"))
+async def test_a_503_is_retried_then_succeeds(
+    gemini_api: ApiClient, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.enqueue(503, error_body(503, "UNAVAILABLE"))
     sid = await new_session(gemini_api)
     response = await gemini_api.post(
         f"/api/sessions/{sid}/messages", json={"message": "こんにちは"}
     )
     assert response.status_code == 200
-    assert len(fake.requests) == 2
+    assert len(fake_gemini.requests) == 2
 
 
-async def test_model_failure_after_retries_is_502(gemini_api: ApiClient, fake: FakeGemini) -> None:
+async def test_model_failure_after_retries_is_502(
+    gemini_api: ApiClient, fake_gemini: FakeGemini
+) -> None:
     for _ in range(2):
-        fake.enqueue(500, error_body(500, "INTERNAL"))
+        fake_gemini.enqueue(500, error_body(500, "INTERNAL"))
     sid = await new_session(gemini_api)
     response = await gemini_api.post(
         f"/api/sessions/{sid}/messages", json={"message": "こんにちは"}
@@ -120,10 +117,10 @@ async def test_model_failure_after_retries_is_502(gemini_api: ApiClient, fake: F
 
 
 async def test_the_api_key_and_message_never_reach_info_logs(
-    gemini_api: ApiClient, fake: FakeGemini, caplog: pytest.LogCaptureFixture
+    gemini_api: ApiClient, fake_gemini: FakeGemini, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    fake.enqueue(500, error_body(500, "INTERNAL"))
+    fake_gemini.enqueue(500, error_body(500, "INTERNAL"))
     sid = await new_session(gemini_api)
     await gemini_api.post(f"/api/sessions/{sid}/messages", json={"message": "ひみつの話です"})
     assert any(r.name == "hera.access" for r in caplog.records)  # the logs were captured
