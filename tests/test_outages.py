@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,14 +38,12 @@ from tests.support.servers import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
-    GCSHandle,
-    MotoHandle,
     create_gcs_bucket,
     create_s3_bucket,
     list_gcs_names,
     s3_client,
+    start_gcs_emulator,
     start_moto_server,
-    wait_until_answering,
 )
 from tests.support.services import free_port, unavailable
 
@@ -226,29 +222,6 @@ async def test_redis_outage_fails_fast_and_recovers_with_all_data(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------ S3 (moto)
-def restart_moto_on(url: str) -> MotoHandle:
-    """moto again on the same port (start_moto_server picks a new free port each time)."""
-    port = int(url.rsplit(":", 1)[1])
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    handle = MotoHandle(url, process, log)
-    try:
-        wait_until_answering(
-            f"{url}/moto-api/",
-            deadline=time.monotonic() + START_SECONDS,
-            alive=lambda: process.poll() is None,
-        )
-    except BaseException:
-        handle.stop()
-        raise
-    return handle
-
-
 async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
     try:
         moto = start_moto_server()
@@ -294,7 +267,7 @@ async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
 
             # moto keeps everything in memory: the restarted server has no bucket and no
             # objects. Recreate the bucket (what an operator's infrastructure would do).
-            moto = restart_moto_on(moto.url)
+            moto = start_moto_server(port=int(moto.url.rsplit(":", 1)[1]))
             create_s3_bucket(moto.url, bucket)
             await eventually(
                 lambda: is_ready(api), what="ready after moto restart", within=RECOVERY_SECONDS
@@ -317,35 +290,9 @@ async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ GCS emulator
-def start_gcs_on(port: int) -> GCSHandle:
-    """gcp-storage-emulator (in memory, fresh) on a given port, like `start_gcs_emulator`."""
-    import threading
-    from functools import partial
-    from http.server import ThreadingHTTPServer
-
-    from gcp_storage_emulator.storage import Storage
-
-    from tests.support.servers import _EmulatorHandler
-
-    handler = partial(_EmulatorHandler, Storage(use_memory_fs=True), threading.Lock())
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="gcs-emulator", daemon=True)
-    thread.start()
-    handle = GCSHandle(f"http://127.0.0.1:{port}", server, thread)
-    try:
-        wait_until_answering(
-            f"{handle.url}/storage/v1/b", deadline=time.monotonic() + START_SECONDS
-        )
-    except BaseException:
-        handle.stop()
-        raise
-    return handle
-
-
 async def test_gcs_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
     try:
-        emulator = start_gcs_on(free_port())
+        emulator = start_gcs_emulator()
     except Exception as exc:
         unavailable(f"gcp-storage-emulator could not start: {exc}")
         return
@@ -381,7 +328,7 @@ async def test_gcs_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
             print(f"\nslowest failing blobs request (GCS): {SLOWEST['blobs']:.3f} s")
 
             # The emulator keeps no data either: a fresh one, the bucket recreated.
-            emulator = start_gcs_on(int(emulator.url.rsplit(":", 1)[1]))
+            emulator = start_gcs_emulator(int(emulator.url.rsplit(":", 1)[1]))
             create_gcs_bucket(emulator.url, bucket)
             await eventually(
                 lambda: is_ready(api), what="ready after emulator restart", within=RECOVERY_SECONDS

@@ -74,19 +74,21 @@ class MotoHandle:
         self.log.close()
 
 
-def start_moto_server(attempts: int = 3) -> MotoHandle:
-    """moto in server mode (its in-process mock does not cover aiobotocore, moto #8513)."""
+def start_moto_server(attempts: int = 3, *, port: int | None = None) -> MotoHandle:
+    """moto in server mode (its in-process mock does not cover aiobotocore, moto #8513).
+
+    `port` restarts it where it was (outage tests); by default a free port is picked."""
     error: Exception | None = None
-    for _ in range(attempts):  # another process may grab the free port first
-        port = free_port()
+    for _ in range(1 if port is not None else attempts):  # a free port may be taken meanwhile
+        chosen = port if port is not None else free_port()
         log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(chosen)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        handle = MotoHandle(f"http://127.0.0.1:{port}", process, log)
+        handle = MotoHandle(f"http://127.0.0.1:{chosen}", process, log)
         try:
             wait_until_answering(
                 f"{handle.url}/moto-api/",
@@ -176,12 +178,14 @@ class GCSHandle:
         self.thread.join(timeout=10)
 
 
-def start_gcs_emulator() -> GCSHandle:
-    """gcp-storage-emulator (in memory) on a free loopback port; `.url` includes the scheme."""
+def start_gcs_emulator(port: int = 0) -> GCSHandle:
+    """gcp-storage-emulator (in memory, fresh) on a loopback port; `.url` includes the scheme.
+
+    Port 0 lets the OS pick a free one; a given port restarts it there (outage tests)."""
     from gcp_storage_emulator.storage import Storage
 
     handler = partial(_EmulatorHandler, Storage(use_memory_fs=True), threading.Lock())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: the OS picks a free one
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="gcs-emulator", daemon=True)
     thread.start()
