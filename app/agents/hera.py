@@ -6,7 +6,7 @@ Nothing is kept in process memory between requests; any worker can serve any tur
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from app.agents.brains.base import InterviewBrain
 from app.agents.errors import EmptyMessage, InterviewIncomplete, MessageTooLong
@@ -121,17 +121,3 @@ class HeraAgent:
                     session_id=session_id, doc="state", fields={"interview_status": COMPLETED}
                 )
         return InterviewView(view.profile, view.history, COMPLETED)
-
-    async def summary(self, session_id: str) -> dict[str, Any]:
-        snap = await self._sessions.load(session_id=session_id)
-        profile, state = snap.doc("profile"), snap.doc("state")
-        family = snap.doc("family")
-        return {
-            "session_id": snap.meta.session_id,
-            "created_at": snap.meta.created_at,
-            "updated_at": snap.meta.updated_at,
-            "interview_status": state.get("interview_status", INCOMPLETE),
-            "profile_complete": not missing_fields(profile),
-            "family_status": family.get("status", "not_started"),
-            "images": sorted(snap.doc("images")),
-        }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from app.agents.hera import INCOMPLETE
+from app.agents.profile import missing_fields
 from app.repositories.base import (
     BlobRepository,
+    JSONDict,
     SessionMeta,
     SessionRepository,
     session_blob_prefix,
@@ -17,6 +20,20 @@ class SessionLifecycle:
 
     async def create(self) -> SessionMeta:
         return await self._sessions.create()
+
+    async def summary(self, session_id: str) -> JSONDict:
+        """Timestamps, interview and family status, image names: one read, all documents."""
+        snap = await self._sessions.load(session_id=session_id)
+        profile, state, family = snap.doc("profile"), snap.doc("state"), snap.doc("family")
+        return {
+            "session_id": snap.meta.session_id,
+            "created_at": snap.meta.created_at,
+            "updated_at": snap.meta.updated_at,
+            "interview_status": state.get("interview_status", INCOMPLETE),
+            "profile_complete": not missing_fields(profile),
+            "family_status": family.get("status", "not_started"),
+            "images": sorted(snap.doc("images")),
+        }
 
     async def delete(self, session_id: str) -> None:
         """Everything of the session goes; a running turn finishes first (the lock)."""

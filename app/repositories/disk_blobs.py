@@ -51,8 +51,9 @@ class DiskBlobRepository:
     def _paths(self, key: str) -> tuple[Path, Path]:
         full = self._keys.full(key)
         obj, meta = self._objects / full, self._meta / f"{full}.json"
-        # Keys are checked segment by segment already; this guards against any slip.
-        if not obj.resolve().is_relative_to(self._objects):
+        # Keys are checked segment by segment already; this guards against any slip. A pure
+        # string check: resolve() would be file-system I/O on the event loop.
+        if not os.path.normpath(obj).startswith(f"{self._objects}{os.sep}"):
             raise InvalidId("blob key escapes the store")
         return obj, meta
 

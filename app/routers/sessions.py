@@ -57,8 +57,8 @@ async def create_session(lifecycle: LifecycleDep) -> SessionCreated:
     response_model=SessionSummary,
     responses=NOT_FOUND,
 )
-async def get_session(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]:
-    return await hera.summary(session_id)
+async def get_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> dict[str, Any]:
+    return await lifecycle.summary(session_id)
 
 
 @router.delete(
