@@ -155,9 +155,25 @@ async def test_unexpected_errors_are_json_500_without_details(local_api: ApiClie
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-async def test_health_touches_nothing_and_ready_pings_both_stores(local_api: ApiClient) -> None:
+async def test_health_touches_nothing_and_ready_pings_both_stores(
+    local_api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = local_api.app.state.services
+    touched: list[str] = []
+    for store in (services.sessions, services.blobs):
+        for method in ("ping", "load", "get_meta", "open", "stat"):
+            if hasattr(store, method):
+                original = getattr(store, method)
+
+                async def spy(*a: Any, _m: str = method, _o: Any = original, **k: Any) -> Any:
+                    touched.append(_m)
+                    return await _o(*a, **k)
+
+                monkeypatch.setattr(store, method, spy)
     assert (await local_api.get("/api/health")).json() == {"status": "ok"}
+    assert touched == []
     ready = await local_api.get("/api/ready")
+    assert touched.count("ping") == 2
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok"}
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,9 +18,10 @@ from app.repositories.base import (
     SessionNotFound,
     SessionRepository,
     new_session_id,
+    utcnow,
 )
 from tests.conftest import SessionFactory
-from tests.support.polling import eventually
+from tests.support.polling import eventually, wait_until
 from tests.support.stores import StoreSpec, python
 
 JAPANESE = "こんにちは、ヘーラーです。家族の未来を一緒に描きましょう 👨‍👩‍👧"
@@ -88,12 +90,22 @@ async def test_concurrent_appends_lose_nothing(sessions: SessionRepository) -> N
     assert sorted(e["n"] for e in snap.log("history")) == list(range(40))
 
 
+def _after(moment: datetime) -> None:
+    """Let the clock move past `moment` (and file-system timestamp granularity)."""
+    later = moment + timedelta(milliseconds=20)
+    wait_until(lambda: utcnow() > later, within=2, what="the clock moving on")
+
+
 async def test_every_write_refreshes_updated_at(sessions: SessionRepository) -> None:
     meta = await sessions.create()
+    _after(meta.updated_at)
     await sessions.append(session_id=meta.session_id, log="history", entries=[{"a": 1}])
-    after = await sessions.get_meta(session_id=meta.session_id)
-    assert after.updated_at >= meta.updated_at
-    assert after.created_at == meta.created_at
+    appended = (await sessions.get_meta(session_id=meta.session_id)).updated_at
+    _after(appended)
+    await sessions.update(session_id=meta.session_id, doc="profile", fields={"age": 3})
+    updated = await sessions.get_meta(session_id=meta.session_id)
+    assert meta.updated_at < appended < updated.updated_at
+    assert updated.created_at == meta.created_at
 
 
 async def test_missing_session_reads_and_writes_raise_not_found(
