@@ -263,7 +263,7 @@ def test_legacy_entries_are_mapped_to_the_new_shapes() -> None:
         "destination": "箱根", "activities": ["温泉"], "story": "物語", "letter": "",
     }  # fmt: skip
     assert "conversation_log" not in plan and plan["confirmed_at"]
-    assert record.docs["family"]["conversation_complete"] is True
+    assert "conversation_complete" not in record.docs["family"]  # derived from the plan
     assert record.docs["family"]["trip_info"] == {"destination": "箱根", "activities": ["温泉"]}
     assert "personas" not in record.docs["family"]  # the profile is incomplete
     assert "3 conversation entries skipped (no text, or system messages)" in legacy.notes

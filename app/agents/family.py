@@ -27,6 +27,13 @@ MIN_ACTIVITIES: Final = 2
 MAX_ACTIVITIES: Final = 10
 
 
+def family_status(family: JSONDict) -> str:
+    """Derived, never stored: no personas yet, chatting, or the plan agreed."""
+    if family.get("plan") is not None:
+        return "completed"
+    return "active" if family.get("personas") else "not_started"
+
+
 @dataclass(frozen=True)
 class FamilyView:
     history: list[JSONDict]
@@ -109,7 +116,7 @@ class FamilyAgent:
         return FamilyView(
             history=history,
             trip_info=trip,
-            complete=bool(family.get("conversation_complete")),
+            complete=family.get("plan") is not None,
             plan=family.get("plan"),
             proposal=family.get("proposal"),
             personas=family.get("personas", []),
@@ -129,7 +136,7 @@ class FamilyAgent:
         personas: list[JSONDict] = family.get("personas") or []
         if not personas:
             personas = build_personas(profile, session_id)
-            fields: JSONDict = {"personas": personas, "status": family.get("status", "active")}
+            fields: JSONDict = {"personas": personas}
             if "trip_info" not in family:  # an imported session may already have one
                 fields["trip_info"] = {"destination": None, "activities": []}
             await self._sessions.update(session_id=session_id, doc="family", fields=fields)
@@ -144,7 +151,7 @@ class FamilyAgent:
             profile, family = snap.doc("profile"), snap.doc("family")
             history = snap.log("family_history")
             personas = await self._ensure_personas(session_id, profile, family)
-            if family.get("conversation_complete"):
+            if family.get("plan") is not None:  # the plan is agreed: nothing changes now
                 partner = personas[0]
                 closing = _entry(partner["name"], partner["role"], CLOSING_REPLY)
                 return FamilyTurnResult([closing], self._view(family, history))
@@ -219,6 +226,4 @@ class FamilyAgent:
         return {
             "plan": plan,
             "proposal": None,
-            "conversation_complete": True,
-            "status": "completed",
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.agents.family import family_status
 from app.agents.hera import INCOMPLETE
 from app.agents.profile import missing_fields
 from app.repositories.base import (
@@ -31,7 +32,7 @@ class SessionLifecycle:
             "updated_at": snap.meta.updated_at,
             "interview_status": state.get("interview_status", INCOMPLETE),
             "profile_complete": not missing_fields(profile),
-            "family_status": family.get("status", "not_started"),
+            "family_status": family_status(family),
             "images": sorted(snap.doc("images")),
         }
 

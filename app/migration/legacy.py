@@ -224,7 +224,7 @@ def legacy_record(legacy: LegacySession) -> tuple[SessionRecord, list[str]]:
         # Stored now, as the API does on /complete: the family keeps its trip info.
         family.update(personas=build_personas(profile, sid), status="active")
     if plan:
-        family.update(plan=plan, conversation_complete=True, status="completed")
+        family.update(plan=plan)  # an agreed plan is what "complete" means
     docs: dict[str, JSONDict] = {
         "profile": profile,
         "state": {"interview_status": COMPLETED if is_complete(profile) else INCOMPLETE},
