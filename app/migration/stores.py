@@ -13,7 +13,7 @@ import anyio.to_thread
 from app.agents.uploads import ext_for
 from app.migration.legacy import legacy_record, list_legacy_folders, read_legacy_folder
 from app.migration.records import BLOB_PREFIX, SessionRecord
-from app.migration.report import MigrationReport, Progress, _NoProgress
+from app.migration.report import MigrationReport, Progress, Tally, _NoProgress
 from app.repositories.base import (
     DOC_NAMES,
     LOG_NAMES,
@@ -79,15 +79,27 @@ async def write_session(
 
 
 async def _each(
-    items: AsyncIterator[T], work: Callable[[T], Awaitable[None]], concurrency: int
+    items: AsyncIterator[T],
+    work: Callable[[T], Awaitable[None]],
+    *,
+    concurrency: int,
+    bar: Progress,
+    report: MigrationReport,
+    tally: Tally,
+    label: Callable[[T], str],
 ) -> None:
-    """Run `work` over a stream with at most `concurrency` items in flight (never all)."""
+    """Run `work` over a stream with at most `concurrency` items in flight (never all).
+
+    One item's failure is recorded against `tally` under its label and the rest go on."""
     slots = asyncio.Semaphore(max(1, concurrency))
 
     async def run(item: T) -> None:
         try:
             await work(item)
+        except Exception as exc:
+            report.fail(tally, label(item), exc)
         finally:
+            bar.update()
             slots.release()
 
     async with asyncio.TaskGroup() as group:
@@ -115,29 +127,27 @@ async def copy_sessions(
     bar = _NoProgress() if progress is None else progress
 
     async def one(session_id: str) -> None:
+        if await target.exists(session_id=session_id):
+            report.sessions.skipped += 1
+            return
         try:
-            if await target.exists(session_id=session_id):
-                report.sessions.skipped += 1
-                return
             snap = await source.load(session_id=session_id, docs=ALL_DOCS, logs=ALL_LOGS)
-            record = SessionRecord(
-                session_id, snap.meta.created_at, snap.meta.owner_id, snap.docs, snap.logs
-            )
-            copied = await write_session(
-                record, sessions=target, blobs=blobs, dry_run=report.dry_run
-            )
-            if copied:
-                report.sessions.copied += 1
-            else:
-                report.sessions.skipped += 1
         except SessionNotFound:
             report.notes.append(f"session {session_id}: expired or deleted while copying")
-        except Exception as exc:
-            report.fail(report.sessions, f"session {session_id}", exc)
-        finally:
-            bar.update()
+            return
+        record = SessionRecord(
+            session_id, snap.meta.created_at, snap.meta.owner_id, snap.docs, snap.logs
+        )
+        copied = await write_session(record, sessions=target, blobs=blobs, dry_run=report.dry_run)
+        if copied:
+            report.sessions.copied += 1
+        else:
+            report.sessions.skipped += 1
 
-    await _each(source.iter_ids(), one, concurrency)
+    await _each(
+        source.iter_ids(), one, concurrency=concurrency, bar=bar, report=report,
+        tally=report.sessions, label=lambda sid: f"session {sid}",
+    )  # fmt: skip
 
 
 async def copy_blobs(
@@ -153,28 +163,24 @@ async def copy_blobs(
 
     async def one(info: BlobInfo) -> None:
         try:
+            existing: BlobInfo | None = await target.stat(key=info.key)
+        except BlobNotFound:
+            existing = None
+        if existing is not None and existing.size == info.size:
+            report.blobs.skipped += 1
+            return
+        if not report.dry_run:
+            reader = await source.open(key=info.key)
             try:
-                existing: BlobInfo | None = await target.stat(key=info.key)
-            except BlobNotFound:
-                existing = None
-            if existing is not None and existing.size == info.size:
-                report.blobs.skipped += 1
-                return
-            if not report.dry_run:
-                reader = await source.open(key=info.key)
-                try:
-                    await target.put(
-                        key=info.key, data=reader.chunks(), content_type=info.content_type
-                    )
-                finally:
-                    await reader.aclose()
-            report.blobs.copied += 1
-        except Exception as exc:
-            report.fail(report.blobs, f"blob {info.key}", exc)
-        finally:
-            bar.update()
+                await target.put(key=info.key, data=reader.chunks(), content_type=info.content_type)
+            finally:
+                await reader.aclose()
+        report.blobs.copied += 1
 
-    await _each(source.list(prefix=BLOB_PREFIX), one, concurrency)
+    await _each(
+        source.list(prefix=BLOB_PREFIX), one, concurrency=concurrency, bar=bar, report=report,
+        tally=report.blobs, label=lambda info: f"blob {info.key}",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ legacy → store
@@ -193,27 +199,23 @@ async def import_legacy(
     bar.reset(total=len(names))
 
     async def one(name: str) -> None:
-        try:
-            legacy = await anyio.to_thread.run_sync(read_legacy_folder, root / name)
-            if legacy is None:
-                report.notes.append(f"{name}: no legacy session files; ignored")
-                return
-            record, dropped = legacy_record(legacy)
-            report.id_map[name] = record.session_id
-            report.notes += [f"{name}: {note}" for note in legacy.notes]
-            report.dropped_keys.update(dropped)
-            copied = await write_session(
-                record, sessions=sessions, blobs=blobs, dry_run=report.dry_run
-            )
-            if copied:
-                report.sessions.copied += 1
-                report.blobs.copied += len(record.photos)
-            else:
-                report.sessions.skipped += 1
-                report.blobs.skipped += len(record.photos)
-        except Exception as exc:
-            report.fail(report.sessions, f"legacy session {name}", exc)
-        finally:
-            bar.update()
+        legacy = await anyio.to_thread.run_sync(read_legacy_folder, root / name)
+        if legacy is None:
+            report.notes.append(f"{name}: no legacy session files; ignored")
+            return
+        record, dropped = legacy_record(legacy)
+        report.id_map[name] = record.session_id
+        report.notes += [f"{name}: {note}" for note in legacy.notes]
+        report.dropped_keys.update(dropped)
+        copied = await write_session(record, sessions=sessions, blobs=blobs, dry_run=report.dry_run)
+        if copied:
+            report.sessions.copied += 1
+            report.blobs.copied += len(record.photos)
+        else:
+            report.sessions.skipped += 1
+            report.blobs.skipped += len(record.photos)
 
-    await _each(_stream(names), one, concurrency)
+    await _each(
+        _stream(names), one, concurrency=concurrency, bar=bar, report=report,
+        tally=report.sessions, label=lambda name: f"legacy session {name}",
+    )  # fmt: skip
