@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from .base import JSONDict, SessionMeta
 
 
 def dumps(value: Any) -> str:
-    # ensure_ascii=False keeps Japanese readable on disk and ~3x smaller than \\u escapes.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # ensure_ascii=False keeps Japanese readable on disk and ~3x smaller than \\u escapes;
+    # allow_nan=False keeps what is stored strict JSON, which `loads` (orjson) can always read.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:
-    return json.loads(text)
+    # orjson: 3-5x faster than json on Japanese text, on every read path. Raises a ValueError
+    # subclass (orjson.JSONDecodeError) for bad input, like json.loads.
+    return orjson.loads(text)
+
+
+def loads_all(items: Sequence[bytes]) -> list[Any]:
+    """Many JSON values (a log's entries) in one parse instead of one call each."""
+    return loads_array(b",".join(items))
+
+
+def loads_array(body: bytes) -> list[Any]:
+    """The comma-separated JSON values in `body`, parsed as one array."""
+    items: list[Any] = orjson.loads(b"[" + body + b"]")  # raises unless a whole array
+    return items
+
+
+def loads_lines(raw: bytes) -> list[Any] | None:
+    """All lines of a JSONL blob in one parse, or None when any line is unreadable."""
+    try:
+        return loads_array(raw.strip(b"\n").replace(b"\n", b","))
+    except ValueError:
+        return None
 
 
 def meta_to_dict(meta: SessionMeta) -> JSONDict:

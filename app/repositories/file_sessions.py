@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from ._checks import check_doc, check_entries, check_fields, check_log
-from ._codec import dumps, loads, merge_fields, meta_from_dict, meta_to_dict
+from ._codec import dumps, loads, loads_lines, merge_fields, meta_from_dict, meta_to_dict
 from .base import (
     DOC_NAMES,
     DocName,
@@ -48,6 +48,7 @@ from .base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
+_READ_SIZE = 64 * 1024
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -69,11 +70,31 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def read_small(path: Path | str) -> bytes:
+    """A whole (small) file: open, one read, close. Each system call here releases and
+    retakes the GIL, a costly hand-over when the event loop is busy, so there is no fstat: a
+    64 KiB read covers every session file but a long log, which reads on to the end."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) == _READ_SIZE:
+            chunks = [data]
+            while chunk := os.read(fd, _READ_SIZE):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
 def read_jsonl(path: Path) -> list[JSONDict]:
     try:
-        raw = path.read_bytes()
+        raw = read_small(path)
     except FileNotFoundError:
         return []
+    whole = loads_lines(raw)
+    if whole is not None and all(isinstance(e, dict) for e in whole):
+        return whole  # the common case: every line whole, parsed in one go
     entries: list[JSONDict] = []
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
@@ -117,7 +138,7 @@ class FileSessionRepository:
 
     def _read_meta(self, folder: Path) -> SessionMeta:
         try:
-            meta = meta_from_dict(loads((folder / "meta.json").read_bytes()))
+            meta = meta_from_dict(loads(read_small(folder / "meta.json")))
         except (FileNotFoundError, NotADirectoryError):
             raise SessionNotFound(folder.name) from None
         try:
@@ -201,7 +222,7 @@ class FileSessionRepository:
             snap = SessionSnapshot(meta=meta)
             for name in doc_names:
                 try:
-                    snap.docs[name] = loads((folder / f"{name}.json").read_bytes())
+                    snap.docs[name] = loads(read_small(folder / f"{name}.json"))
                 except FileNotFoundError:
                     snap.docs[name] = {}
             for name in log_names:
@@ -218,7 +239,7 @@ class FileSessionRepository:
         def _update() -> None:
             with self._writing(folder):
                 try:
-                    current = loads(path.read_bytes())
+                    current = loads(read_small(path))
                 except FileNotFoundError:
                     current = {}
                 write_atomic(path, dumps(merge_fields(current, payload)).encode())
