@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,26 @@ def _wire(arg: Any) -> bytes:
     return arg if isinstance(arg, bytes) else str(arg).encode()
 
 
+@contextlib.contextmanager
+def _sent_commands(
+    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[str, int]]]:
+    """(command, bytes) of what this client sends meanwhile: counted here, so concurrent users
+    of the server don't matter."""
+    calls: list[tuple[str, int]] = []
+    original: Callable[..., Awaitable[Any]] = client.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append((str(args[0]), sum(len(_wire(a)) for a in args)))
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    try:
+        yield calls
+    finally:
+        monkeypatch.setattr(client, "execute_command", original)
+
+
 async def _fill(repo: RedisSessionRepository) -> str:
     sid = (await repo.create(owner_id="owner")).session_id
     await repo.update(session_id=sid, doc="profile", fields={"name": "花子"})
@@ -108,23 +128,13 @@ async def test_append_costs_the_same_commands_and_bytes_at_length_10_and_1000(
 ) -> None:
     repo = make_repo()
     sid = (await repo.create()).session_id
-    calls: list[tuple[str, int]] = []
-    original: Callable[..., Awaitable[Any]] = client.execute_command
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        # What this client sends (counted here, so concurrent users of the server don't matter).
-        calls.append((str(args[0]), sum(len(_wire(a)) for a in args)))
-        return await original(*args, **kwargs)
-
     entry = {"role": "user", "text": "週末は家族で海に行きたいです"}
     cost: dict[int, list[tuple[str, int]]] = {}
     for target in (10, 1000):
         have = await repo.log_length(session_id=sid, log="history")
         await repo.append(session_id=sid, log="history", entries=[entry] * (target - have))
-        monkeypatch.setattr(client, "execute_command", counting)
-        calls.clear()
-        await repo.append(session_id=sid, log="history", entries=[entry])
-        monkeypatch.setattr(client, "execute_command", original)
+        with _sent_commands(client, monkeypatch) as calls:
+            await repo.append(session_id=sid, log="history", entries=[entry])
         assert await repo.log_length(session_id=sid, log="history") == target + 1
         cost[target] = list(calls)
     assert cost[10] == cost[1000]
@@ -299,3 +309,35 @@ async def test_a_turn_ends_even_if_the_heartbeat_swallows_its_cancel(
         await asyncio.wait_for(turn(), timeout=5)
     async with repo.lock(session_id=sid, wait=1):  # and its lock was released
         pass
+
+
+async def test_a_load_is_one_script_call_and_a_consistent_snapshot(
+    make_repo: Callable[..., RedisSessionRepository],
+    client: redis.asyncio.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo()
+    sid = await _fill(repo)
+    await repo.load(session_id=sid, docs=["profile"], logs=["history"])  # script now cached
+    with _sent_commands(client, monkeypatch) as calls:
+        snap = await repo.load(
+            session_id=sid, docs=["profile", "family", "state"], logs=["history", "family_history"]
+        )
+    assert [name for name, _ in calls] == [
+        "EVALSHA"
+    ]  # one command, one reply: no MULTI / QUEUED / EXEC
+    assert snap.meta.session_id == sid and snap.meta.owner_id == "owner"
+    assert snap.docs == {
+        "profile": {"name": "花子"},
+        "family": {"trip": {"destination": "京都"}},
+        "state": {},
+    }
+    assert snap.logs == {
+        "history": [{"role": "user", "text": "こんにちは"}],
+        "family_history": [{"text": "行こう"}],
+    }
+    # Logs only (no docs) and a missing session go through the same script.
+    only_logs = await repo.load(session_id=sid, docs=[], logs=["family_history"])
+    assert only_logs.docs == {} and only_logs.logs == {"family_history": [{"text": "行こう"}]}
+    with pytest.raises(SessionNotFound):
+        await repo.load(session_id=str(uuid.uuid4()), logs=["history"])

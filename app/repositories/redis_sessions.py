@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ._checks import check_doc, check_entries, check_fields, check_log
-from ._codec import dumps, loads, meta_from_dict, meta_to_dict
+from ._codec import dumps, loads, loads_all, meta_from_dict, meta_to_dict
 from .base import (
     DOC_NAMES,
     LOG_NAMES,
@@ -79,6 +79,24 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return result
 """
+
+# One atomic read of a session: KEYS = meta, the wanted docs, then the wanted logs; ARGV[1] =
+# how many docs. One command and one reply (a MULTI/EXEC of the same costs the client six of
+# each, which the polled status routes feel); an empty meta reply means "no such session".
+_READ_LUA: Final = """
+local docs = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  if i <= docs + 1 then out[i] = redis.call('HGETALL', KEYS[i])
+  else out[i] = redis.call('LRANGE', KEYS[i], 0, -1) end
+end
+return out
+"""
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """A flat HGETALL reply from a script ([field, value, ...]) as a dict, like HGETALL's."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def create_redis_client(
@@ -141,6 +159,7 @@ class RedisSessionRepository:
         self._wait = lock_wait_seconds
         self._ns = namespace
         self._write = client.register_script(_WRITE_LUA)
+        self._read = client.register_script(_READ_LUA)
 
     def _base(self, session_id: str) -> str:
         return f"{self._ns}:{{{check_session_id(session_id)}}}"
@@ -201,19 +220,18 @@ class RedisSessionRepository:
         base = self._base(session_id)
         doc_names = [check_doc(d) for d in docs]
         log_names = [check_log(lg) for lg in logs]
-        # MULTI/EXEC: one round trip and a consistent snapshot (no write lands in between).
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(f"{base}:meta")
-            for name in doc_names:
-                pipe.hgetall(f"{base}:doc:{name}")
-            for name in log_names:
-                pipe.lrange(f"{base}:log:{name}", 0, -1)
-            meta_raw, *rest = await pipe.execute()
-        snap = SessionSnapshot(meta=self._meta(session_id, meta_raw))
-        for name, fields in zip(doc_names, rest, strict=False):  # docs come first
-            snap.docs[name] = {k.decode(): loads(v) for k, v in fields.items()}
+        keys = [
+            f"{base}:meta",
+            *(f"{base}:doc:{name}" for name in doc_names),
+            *(f"{base}:log:{name}" for name in log_names),
+        ]
+        # One script: one round trip and a consistent snapshot (no write lands in between).
+        meta_raw, *rest = await self._read(keys=keys, args=[len(doc_names)])
+        snap = SessionSnapshot(meta=self._meta(session_id, _pairs(meta_raw)))
+        for name, flat in zip(doc_names, rest, strict=False):  # docs come first
+            snap.docs[name] = {k.decode(): loads(v) for k, v in _pairs(flat).items()}
         for name, items in zip(log_names, rest[len(doc_names) :], strict=True):
-            snap.logs[name] = [loads(item) for item in items]
+            snap.logs[name] = loads_all(items)
         return snap
 
     @_guarded
