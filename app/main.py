@@ -15,7 +15,7 @@ from starlette.types import Scope
 from app.container import build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
+from app.middleware import GuardMiddleware, RequestContextMiddleware
 from app.routers import family, health, photos, sessions
 from app.settings import Settings, settings_or_exit
 
@@ -55,11 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(
-        BodyLimitMiddleware,
+        GuardMiddleware,
         default_limit=settings.max_request_bytes,
         upload_limit=settings.max_upload_bytes,
     )
-    app.add_middleware(CatchAllMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

@@ -6,6 +6,7 @@ Nothing is kept in process memory between requests; any worker can serve any tur
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Final
 
 from app.agents.brains.base import InterviewBrain
@@ -33,7 +34,7 @@ class InterviewView:
     history: list[JSONDict]
     status: str
 
-    @property
+    @cached_property  # read by `complete` too: computed once per view
     def missing(self) -> list[str]:
         return missing_fields(self.profile)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from app.agents.family import FamilyView
 from app.deps import FamilyDep, SessionIdDep
+from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
 from app.schemas import (
     BODY_ERRORS,
@@ -42,8 +43,8 @@ def _body(view: FamilyView) -> dict[str, Any]:
     response_model=FamilyStatus,
     responses=NOT_FOUND,
 )
-async def family_status(session_id: SessionIdDep, family: FamilyDep) -> dict[str, Any]:
-    return _body(await family.status(session_id))
+async def family_status(session_id: SessionIdDep, family: FamilyDep) -> ShapedJSON:
+    return ShapedJSON(_body(await family.status(session_id)))
 
 
 @router.post(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app.agents.hera import COMPLETION_MESSAGE, InterviewView
 from app.deps import FamilyDep, HeraDep, LifecycleDep, SessionIdDep
+from app.routers.responses import ShapedJSON
 from app.schemas import (
     BODY_ERRORS,
     LLM_ERRORS,
@@ -98,8 +99,8 @@ async def send_message(
     response_model=InterviewStatus,
     responses=NOT_FOUND,
 )
-async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> dict[str, Any]:
-    return _status_body(await hera.view(session_id))
+async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> ShapedJSON:
+    return ShapedJSON(_status_body(await hera.view(session_id)))
 
 
 @router.post(
