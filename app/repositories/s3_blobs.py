@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks
+from ._blobs import ChunkReader, KeySpace, as_chunks
 from .base import BlobInfo, BlobNotFound, BlobReader, StoreUnavailable
 
 PART_SIZE = 8 * 1024 * 1024  # S3 wants >= 5 MiB for every part but the last
@@ -20,6 +20,10 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 CONNECT_TIMEOUT = 1.0  # seconds for a TCP connect
 READ_TIMEOUT = 15.0  # seconds of silence on an open connection
 TOTAL_ATTEMPTS = 2  # first try + one retry
+# Downloads are forwarded in aiohttp's own buffer-sized pieces: asking it for more per read
+# makes it join buffered pieces into fresh copies, which held 2-3x CHUNK_SIZE per download
+# (bench/stream_memory.py) where this holds under one CHUNK_SIZE.
+_BODY_PIECE = 64 * 1024
 
 
 @contextmanager
@@ -196,7 +200,7 @@ class S3BlobRepository:
 
         async def _stream() -> AsyncIterator[bytes]:
             with _errors(key):
-                async for chunk in body.iter_chunks(CHUNK_SIZE):
+                async for chunk in body.iter_chunks(_BODY_PIECE):
                     yield chunk
 
         async def _close() -> None:
