@@ -11,9 +11,9 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio.to_thread
 
@@ -33,6 +33,7 @@ from app.repositories.base import (
     utcnow,
 )
 
+T = TypeVar("T")
 IMAGE_NAME: Final = re.compile(r"^(user|partner|child_[1-9][0-9]?)$")
 
 
@@ -46,6 +47,19 @@ class StoredImage:
     @property
     def version(self) -> str:
         return self.etag[:12]
+
+
+async def _all_or_none(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Run side by side; on the first failure cancel the rest (no model time is spent on
+    images nobody will store) and raise that failure itself, not a group."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # wait until they have stopped
+        raise
 
 
 def check_image_name(name: str) -> str:
@@ -150,13 +164,13 @@ class ImageAgent:
         user_photo = await read_all(await self._blobs.open(key=images["user"]["key"]))
         partner_img = await read_all(await self._blobs.open(key=images["partner"]["key"]))
         # Children are drawn side by side: one model latency for the whole family.
-        generated = await asyncio.gather(
-            *(
+        generated = await _all_or_none(
+            [
                 self._brain.child_image(
                     user_photo=user_photo, partner_image=partner_img, child=child, index=index
                 )
                 for index, child in enumerate(children, start=1)
-            )
+            ]
         )
         return [
             await self._store_generated(session_id, f"child_{index}", image)
