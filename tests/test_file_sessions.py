@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import pytest
 
+from app.repositories import file_sessions
 from app.repositories._codec import loads_lines
 from app.repositories.file_sessions import FileSessionRepository, read_jsonl, read_small
 
@@ -25,11 +27,18 @@ def test_read_small_raises_file_not_found_for_a_missing_file(tmp_path: Path) -> 
         read_small(tmp_path / "missing.json")
 
 
-def test_a_whole_log_parses_in_one_go_and_keeps_order(tmp_path: Path) -> None:
+def test_a_whole_log_parses_in_one_go_and_keeps_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entries = [{"n": i, "text": "こんにちは" * i} for i in range(50)]
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
     assert loads_lines(path.read_bytes()) == entries
+
+    def per_line(_: bytes) -> None:
+        raise AssertionError("a whole log must not be parsed line by line")
+
+    monkeypatch.setattr(file_sessions, "loads", per_line)
     assert read_jsonl(path) == entries
 
 
@@ -56,3 +65,15 @@ async def test_a_log_longer_than_one_read_loads_whole(tmp_path: Path) -> None:
     assert (tmp_path / sid / "history.jsonl").stat().st_size > 3 * 64 * 1024
     snap = await repo.load(session_id=sid, docs=["profile"], logs=["history"])
     assert snap.log("history") == entries
+
+
+async def test_values_written_before_they_were_checked_still_read(tmp_path: Path) -> None:
+    """NaN (which json wrote by default) and a byte-order mark from a hand edit: orjson
+    refuses both, the reader falls back to json as it read them before."""
+    repo = FileSessionRepository(root=tmp_path)
+    sid = (await repo.create()).session_id
+    (tmp_path / sid / "profile.json").write_bytes(b'\xef\xbb\xbf{"score": NaN, "age": 30}')
+    (tmp_path / sid / "history.jsonl").write_bytes(b'{"n": 1}\n{"v": Infinity}\n')
+    snap = await repo.load(session_id=sid, docs=["profile"], logs=["history"])
+    assert snap.doc("profile")["age"] == 30 and math.isnan(snap.doc("profile")["score"])
+    assert snap.log("history") == [{"n": 1}, {"v": math.inf}]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from .base import DOC_NAMES, LOG_NAMES, InvalidId, JSONDict
 
@@ -23,10 +24,39 @@ def check_log(name: str) -> str:
 def check_fields(fields: Mapping[str, Any]) -> Mapping[str, Any]:
     if not all(isinstance(k, str) and k for k in fields):
         raise InvalidId("document field names must be non-empty strings")
+    check_storable(fields)
     return fields
 
 
 def check_entries(entries: Sequence[JSONDict]) -> Sequence[JSONDict]:
     if not all(isinstance(e, dict) for e in entries):
         raise InvalidId("log entries must be JSON objects")
+    check_storable(entries)
     return entries
+
+
+_INT_RANGE: Final = range(-(2**63), 2**64)  # what the JSON reader (orjson) reads back exactly
+
+
+def check_storable(value: Any) -> None:
+    """Every store must give back exactly what it was given, so only strict JSON goes in:
+    string keys, finite floats, integers within 64 bits (a wider one would read back as a
+    float), and no other types. A ValueError is a bug in the caller, never user input."""
+    if value is None or isinstance(value, str | bool):
+        return
+    if isinstance(value, int):
+        if value not in _INT_RANGE:
+            raise ValueError("integer outside 64 bits cannot be stored exactly")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("NaN and infinities are not JSON")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"JSON object keys must be strings, not {type(key).__name__}")
+            check_storable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable(item)
+    else:
+        raise ValueError(f"{type(value).__name__} is not a JSON value")

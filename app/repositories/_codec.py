@@ -14,14 +14,18 @@ from .base import JSONDict, SessionMeta
 
 def dumps(value: Any) -> str:
     # ensure_ascii=False keeps Japanese readable on disk and ~3x smaller than \\u escapes;
-    # allow_nan=False keeps what is stored strict JSON, which `loads` (orjson) can always read.
+    # allow_nan=False: the adapters' checks (`check_storable`) already refuse NaN.
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:
-    # orjson: 3-5x faster than json on Japanese text, on every read path. Raises a ValueError
-    # subclass (orjson.JSONDecodeError) for bad input, like json.loads.
-    return orjson.loads(text)
+    # orjson: 3-5x faster than json on Japanese text, on every read path. What it refuses
+    # and json accepts (NaN, a byte-order mark: data written before values were checked, or
+    # by hand) still reads as it always did; bad input raises a ValueError either way.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def loads_all(items: Sequence[bytes]) -> list[Any]:
@@ -31,7 +35,7 @@ def loads_all(items: Sequence[bytes]) -> list[Any]:
 
 def loads_array(body: bytes) -> list[Any]:
     """The comma-separated JSON values in `body`, parsed as one array."""
-    items: list[Any] = orjson.loads(b"[" + body + b"]")  # raises unless a whole array
+    items: list[Any] = loads(b"[" + body + b"]")  # raises unless a whole array
     return items
 
 

@@ -45,6 +45,43 @@ async def test_japanese_documents_round_trip(sessions: SessionRepository) -> Non
     assert snap.doc("profile") == profile
 
 
+EXACT_VALUES: dict[str, Any] = {
+    "max_signed": 2**63 - 1,
+    "min_signed": -(2**63),
+    "max_unsigned": 2**64 - 1,
+    "float": 0.1 + 0.2,
+    "tiny": 5e-324,
+    "nested": {"list": [True, False, None, 1.5, "文字"], "empty": {}},
+}
+
+
+async def test_values_at_the_edges_of_json_round_trip_exactly(sessions: SessionRepository) -> None:
+    sid = (await sessions.create()).session_id
+    await sessions.update(session_id=sid, doc="profile", fields=EXACT_VALUES)
+    await sessions.append(session_id=sid, log="history", entries=[EXACT_VALUES, EXACT_VALUES])
+    snap = await sessions.load(session_id=sid, docs=["profile"], logs=["history"])
+    assert snap.doc("profile") == EXACT_VALUES
+    assert snap.log("history") == [EXACT_VALUES, EXACT_VALUES]
+    assert type(snap.doc("profile")["max_unsigned"]) is int  # not silently a float
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [2**64, -(2**63) - 1, float("nan"), float("inf"), {1: "int key"}, {"when": datetime.now()}],
+    ids=["int-over-64-bits", "int-under-64-bits", "nan", "inf", "int-key", "datetime"],
+)
+async def test_values_that_would_not_read_back_exactly_are_refused_before_any_write(
+    sessions: SessionRepository, bad: Any
+) -> None:
+    sid = (await sessions.create()).session_id
+    with pytest.raises(ValueError):
+        await sessions.update(session_id=sid, doc="profile", fields={"ok": 1, "bad": [bad]})
+    with pytest.raises(ValueError):
+        await sessions.append(session_id=sid, log="history", entries=[{"ok": 1}, {"x": bad}])
+    snap = await sessions.load(session_id=sid, docs=["profile"], logs=["history"])
+    assert snap.doc("profile") == {} and snap.log("history") == []
+
+
 async def test_update_merges_fields_and_leaves_other_parts_alone(
     sessions: SessionRepository,
 ) -> None:
