@@ -61,11 +61,6 @@ def configure_logging(*, fmt: str, level: str) -> None:
     # duplicates, and handlers installed by others (pytest's caplog) stay.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "hera"] + [handler]
     root.setLevel(level)
-    # Neither format shows thread or process names, and gathering them costs every record a
-    # few lookups (logging's documented switches; this is one process-wide configuration).
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
     # uvicorn's own access log would duplicate ours (and log full query strings).
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("httpx", "httpcore", "botocore", "aiobotocore", "google_genai", "urllib3"):
