@@ -311,7 +311,7 @@ async def test_a_turn_ends_even_if_the_heartbeat_swallows_its_cancel(
         pass
 
 
-async def test_a_load_is_one_script_call_and_a_consistent_snapshot(
+async def test_a_load_is_one_script_call_returning_every_doc_and_log_asked_for(
     make_repo: Callable[..., RedisSessionRepository],
     client: redis.asyncio.Redis,
     monkeypatch: pytest.MonkeyPatch,

@@ -12,7 +12,8 @@ class ShapedJSON(Response):
     """A body the route has already built in the shape of its documented `response_model`,
     rendered by orjson as is. FastAPI skips re-validating a returned Response, which is most
     of a read route's own cost; the polled reads (interview and family status) use it, and
-    the API tests check their bodies against the OpenAPI schema like every other route's."""
+    tests/api/test_journey.py checks on every store that their bodies are exactly what the
+    response model would have produced (nothing missing, nothing extra)."""
 
     media_type = "application/json"
 

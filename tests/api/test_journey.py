@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from app.repositories.base import read_all
+from app.schemas import FamilyStatus, InterviewStatus
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
@@ -21,6 +23,16 @@ FAMILY_SCRIPT = (
     "海で泳いだり、水族館に行ったりしたい！",
     "いいね、そうしよう！",
 )
+
+
+async def shaped(api: ApiClient, path: str, model: type[BaseModel]) -> dict[str, Any]:
+    """GET a read route and check its body is exactly its response model's: those routes
+    send the stored data as is (no re-validation), so nothing may be missing or extra."""
+    response = await api.get(path)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert model.model_validate(body).model_dump(mode="json") == body
+    return body
 
 
 @pytest.fixture(params=["file-disk", "redis-s3", "redis-gcs"])
@@ -73,7 +85,7 @@ async def test_the_whole_journey_with_offline_brains(stack: ApiClient) -> None:
     children = await api.post(f"/api/sessions/{sid}/generate-child-image")
     assert children.status_code == 200, children.text
     kids: list[dict[str, Any]] = children.json()["images"]
-    profile = (await api.get(f"/api/sessions/{sid}/status")).json()["user_profile"]
+    profile = (await shaped(api, f"/api/sessions/{sid}/status", InterviewStatus))["user_profile"]
     assert len(kids) == len(profile["children_info"])
     for index, kid in enumerate(kids, start=1):
         assert f"/photos/child_{index}?" in kid["image_url"]
@@ -85,7 +97,7 @@ async def test_the_whole_journey_with_offline_brains(stack: ApiClient) -> None:
 
     complete = await api.post(f"/api/sessions/{sid}/complete")
     assert complete.status_code == 200, complete.text
-    status = (await api.get(f"/api/sessions/{sid}/family/status")).json()
+    status = await shaped(api, f"/api/sessions/{sid}/family/status", FamilyStatus)
     members = status["members"]
     assert members[0]["kind"] == "partner"
     assert len(members) == 1 + len(profile["children_info"])
@@ -106,14 +118,14 @@ async def test_the_whole_journey_with_offline_brains(stack: ApiClient) -> None:
     assert 800 <= len(plan["story"]) <= 1200
     assert 600 <= len(plan["letter"]) <= 900
 
-    status_after = (await api.get(f"/api/sessions/{sid}/family/status")).json()
+    status_after = await shaped(api, f"/api/sessions/{sid}/family/status", FamilyStatus)
     assert status_after["family_plan"] == plan
     closing = await api.post(
         f"/api/sessions/{sid}/family/messages", json={"message": "ありがとう！"}
     )
     assert closing.status_code == 200
     assert len(closing.json()["reply"]) == 1
-    final = (await api.get(f"/api/sessions/{sid}/family/status")).json()
+    final = await shaped(api, f"/api/sessions/{sid}/family/status", FamilyStatus)
     assert final["conversation_history"] == status_after["conversation_history"]
     assert final["family_plan"] == plan
 
