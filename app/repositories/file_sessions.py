@@ -73,7 +73,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 def read_small(path: Path | str) -> bytes:
     """A whole (small) file: open, one read, close. Each system call here releases and
     retakes the GIL, a costly hand-over when the event loop is busy, so there is no fstat: a
-    64 KiB read covers every session file but a long log, which reads on to the end."""
+    64 KiB read covers every session file but a long log, which reads on to the end. A read
+    shorter than asked is taken as the end of the file, as POSIX promises for regular files
+    on local file systems (the README's HERA_DATA_DIR row asks for one)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         data = os.read(fd, _READ_SIZE)
