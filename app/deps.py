@@ -63,10 +63,18 @@ async def session_id_path(
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionsDep = Annotated[SessionRepository, Depends(_service("sessions"))]
-BlobsDep = Annotated[BlobRepository, Depends(_service("blobs"))]
-HeraDep = Annotated[HeraAgent, Depends(_service("hera"))]
-FamilyDep = Annotated[FamilyAgent, Depends(_service("family"))]
-ImagesDep = Annotated[ImageAgent, Depends(_service("images"))]
-LifecycleDep = Annotated[SessionLifecycle, Depends(_service("lifecycle"))]
+# Named, so a test can still target one with `app.dependency_overrides[get_hera] = ...`.
+get_sessions = _service("sessions")
+get_blobs = _service("blobs")
+get_hera = _service("hera")
+get_family = _service("family")
+get_images = _service("images")
+get_lifecycle = _service("lifecycle")
+
+SessionsDep = Annotated[SessionRepository, Depends(get_sessions)]
+BlobsDep = Annotated[BlobRepository, Depends(get_blobs)]
+HeraDep = Annotated[HeraAgent, Depends(get_hera)]
+FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
+ImagesDep = Annotated[ImageAgent, Depends(get_images)]
+LifecycleDep = Annotated[SessionLifecycle, Depends(get_lifecycle)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]
