@@ -83,3 +83,12 @@ def test_dockerfile_runs_uvicorn_as_non_root_with_a_health_check() -> None:
     assert "HEALTHCHECK" in text and "/api/health" in text
     assert "uvicorn app.main:app" in text and "${PORT}" in text and "--proxy-headers" in text
     assert "VOLUME" in text
+
+
+def test_the_production_env_example_names_exactly_what_compose_substitutes() -> None:
+    compose = (ROOT / "deploy" / "docker-compose.production.yml").read_text()
+    # `$${X}` is compose's escape for a literal `${X}` (expanded by the container's shell).
+    substituted = {m["name"] for m in re.finditer(r"(?<!\$)\$\{(?P<name>[A-Z0-9_]+)", compose)}
+    example = (ROOT / "deploy" / ".env.production.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in example if line and not line.startswith("#")}
+    assert names == substituted
