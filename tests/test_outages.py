@@ -8,9 +8,9 @@ app in-process over it, stops the dependency mid-session and restarts it on the 
   the sessions store, `/api/health` stays 200. Redis runs with an append-only file (fsync on
   every write) in the test's tmp dir, so the restarted server has the data; the same app then
   serves the session again with its history and profile exactly as before, and new turns work.
-- S3 (moto): the photo download and the upload answer 503 (store `blobs`) in under 2 s,
-  ready names the blob store, sessions keep working. moto keeps no data across a restart
-  (it is in memory), so after it comes back the bucket is recreated; the app recovers without
+- S3 (moto) and GCS (the emulator), one parametrized test: the photo download and the upload answer 503 (store `blobs`) in under 2 s,
+  ready names the blob store, sessions keep working. neither keeps data across a restart
+  (both are in memory), so after it comes back the bucket is recreated; the app recovers without
   a restart: ready is 200 again, the lost photo is a clean 404 (not a 500), and a new upload
   works and is served byte for byte from the bucket.
 """
@@ -24,7 +24,9 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -221,28 +223,77 @@ async def test_redis_outage_fails_fast_and_recovers_with_all_data(tmp_path: Path
         server.stop()
 
 
-# ------------------------------------------------------------------------------ S3 (moto)
-async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
+# ------------------------------------------------------------------------------ buckets
+def _s3_objects(url: str, bucket: str) -> dict[str, bytes]:
+    client = s3_client(url)
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents") or []
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def _gcs_objects(url: str, bucket: str) -> dict[str, bytes]:
+    objects = {}
+    for name in list_gcs_names(url, bucket):
+        quoted = urllib.parse.quote(name, safe="")
+        media = httpx.get(f"{url}/storage/v1/b/{bucket}/o/{quoted}?alt=media", timeout=10)
+        objects[name] = media.content
+    return objects
+
+
+@dataclass(frozen=True)
+class BucketKind:
+    """How to run, stop, restart and inspect one bucket service (both keep no data across a
+    restart: they are in memory)."""
+
+    start: Callable[[int | None], Any]  # a handle with `.url` and `.stop()`; a port restarts
+    create: Callable[[str, str], None]
+    settings: Callable[[str, str], dict[str, Any]]
+    objects: Callable[[str, str], dict[str, bytes]]  # name -> bytes, straight from the service
+
+
+BUCKETS = {
+    "s3-moto": BucketKind(
+        start=lambda port: start_moto_server(port=port),
+        create=create_s3_bucket,
+        settings=lambda url, bucket: {
+            "cloud_storage_type": "s3",
+            "s3_bucket_name": bucket,
+            "s3_endpoint_url": url,
+            "aws_region": REGION,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+        },
+        objects=_s3_objects,
+    ),
+    "gcs-emulator": BucketKind(
+        start=lambda port: start_gcs_emulator(port or 0),
+        create=create_gcs_bucket,
+        settings=lambda url, bucket: {
+            "cloud_storage_type": "gcs",
+            "gcs_bucket_name": bucket,
+            "storage_emulator_host": url,
+        },
+        objects=_gcs_objects,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", BUCKETS.values(), ids=BUCKETS.keys())
+async def test_bucket_outage_fails_fast_and_recovers(kind: BucketKind, tmp_path: Path) -> None:
     try:
-        moto = start_moto_server()
+        service = kind.start(None)
     except Exception as exc:
-        unavailable(f"moto server could not start: {exc}")
+        unavailable(f"the bucket service could not start: {exc}")
         return
     bucket = "hera-outage"
     try:
-        create_s3_bucket(moto.url, bucket)
+        kind.create(service.url, bucket)
         settings = Settings(
             _env_file=None,
             session_type="file",
             hera_data_dir=tmp_path / "data",
             storage_mode="cloud",
-            cloud_storage_type="s3",
-            s3_bucket_name=bucket,
-            s3_endpoint_url=moto.url,
-            aws_region=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
             llm_provider="offline",
+            **kind.settings(service.url, bucket),
         )
         photo = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
         async with running_app(settings) as api:
@@ -252,7 +303,7 @@ async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
             ).status_code == 200
             assert (await api.get(f"/api/sessions/{sid}/photos/user")).status_code == 200
 
-            moto.stop()
+            service.stop()
             for round_ in range(3):
                 response, elapsed = await timed(api.get(f"/api/sessions/{sid}/photos/user"))
                 assert_unavailable(response, elapsed, "blobs", f"download #{round_}")
@@ -265,12 +316,12 @@ async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
             # The session store is fine meanwhile.
             assert (await api.get(f"/api/sessions/{sid}/status")).status_code == 200
 
-            # moto keeps everything in memory: the restarted server has no bucket and no
-            # objects. Recreate the bucket (what an operator's infrastructure would do).
-            moto = start_moto_server(port=int(moto.url.rsplit(":", 1)[1]))
-            create_s3_bucket(moto.url, bucket)
+            # The restarted service has no bucket and no objects: recreate the bucket (what an
+            # operator's infrastructure would do); the app recovers without a restart.
+            service = kind.start(int(service.url.rsplit(":", 1)[1]))
+            kind.create(service.url, bucket)
             await eventually(
-                lambda: is_ready(api), what="ready after moto restart", within=RECOVERY_SECONDS
+                lambda: is_ready(api), what="ready after the restart", within=RECOVERY_SECONDS
             )
             lost = await api.get(f"/api/sessions/{sid}/photos/user")
             assert lost.status_code == 404 and lost.json()["code"] == "image_not_found"
@@ -279,71 +330,9 @@ async def test_bucket_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
             assert upload.status_code == 200, upload.text
             served = await api.get(upload.json()["image_url"])
             assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
-            keys = [
-                o["Key"] for o in s3_client(moto.url).list_objects_v2(Bucket=bucket)["Contents"]
-            ]
-            assert len(keys) == 1
-            stored = s3_client(moto.url).get_object(Bucket=bucket, Key=keys[0])["Body"].read()
-            assert served.content == stored
+            stored = kind.objects(service.url, bucket)
+            assert len(stored) == 1, sorted(stored)
+            [(name, data)] = stored.items()
+            assert name.startswith(f"sessions/{sid}/") and served.content == data
     finally:
-        moto.stop()
-
-
-# ------------------------------------------------------------------------------ GCS emulator
-async def test_gcs_outage_fails_fast_and_recovers(tmp_path: Path) -> None:
-    try:
-        emulator = start_gcs_emulator()
-    except Exception as exc:
-        unavailable(f"gcp-storage-emulator could not start: {exc}")
-        return
-    bucket = "hera-outage"
-    try:
-        create_gcs_bucket(emulator.url, bucket)
-        settings = Settings(
-            _env_file=None,
-            session_type="file",
-            hera_data_dir=tmp_path / "data",
-            storage_mode="cloud",
-            cloud_storage_type="gcs",
-            gcs_bucket_name=bucket,
-            storage_emulator_host=emulator.url,
-            llm_provider="offline",
-        )
-        photo = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
-        async with running_app(settings) as api:
-            sid = (await api.post("/api/sessions")).json()["session_id"]
-            assert (
-                await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
-            ).status_code == 200
-
-            emulator.stop()
-            for round_ in range(3):
-                response, elapsed = await timed(api.get(f"/api/sessions/{sid}/photos/user"))
-                assert_unavailable(response, elapsed, "blobs", f"download #{round_}")
-                response, elapsed = await timed(
-                    api.post(f"/api/sessions/{sid}/photos/user", files=photo)
-                )
-                assert_unavailable(response, elapsed, "blobs", f"upload #{round_}")
-            await assert_not_ready(api, "blobs")
-            print(f"\nslowest failing blobs request (GCS): {SLOWEST['blobs']:.3f} s")
-
-            # The emulator keeps no data either: a fresh one, the bucket recreated.
-            emulator = start_gcs_emulator(int(emulator.url.rsplit(":", 1)[1]))
-            create_gcs_bucket(emulator.url, bucket)
-            await eventually(
-                lambda: is_ready(api), what="ready after emulator restart", within=RECOVERY_SECONDS
-            )
-            lost = await api.get(f"/api/sessions/{sid}/photos/user")
-            assert lost.status_code == 404 and lost.json()["code"] == "image_not_found"
-            upload = await api.post(f"/api/sessions/{sid}/photos/user", files=photo)
-            assert upload.status_code == 200, upload.text
-            served = await api.get(upload.json()["image_url"])
-            assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
-            names = list_gcs_names(emulator.url, bucket)
-            assert len(names) == 1 and names[0].startswith(f"sessions/{sid}/"), names
-            quoted = urllib.parse.quote(names[0], safe="")
-            media = f"{emulator.url}/storage/v1/b/{bucket}/o/{quoted}?alt=media"
-            async with httpx.AsyncClient(timeout=10) as direct:
-                assert served.content == (await direct.get(media)).content
-    finally:
-        emulator.stop()
+        service.stop()
