@@ -83,14 +83,19 @@ async def _each(
     work: Callable[[T], Awaitable[None]],
     *,
     concurrency: int,
-    bar: Progress,
+    progress: Progress | None,
     report: MigrationReport,
     tally: Tally,
     label: Callable[[T], str],
+    total: int | None = None,
 ) -> None:
     """Run `work` over a stream with at most `concurrency` items in flight (never all).
 
-    One item's failure is recorded against `tally` under its label and the rest go on."""
+    One item's failure is recorded against `tally` under its label and the rest go on; each
+    finished item advances the progress bar (of `total` items, when known)."""
+    bar = _NoProgress() if progress is None else progress
+    if total is not None:
+        bar.reset(total=total)
     slots = asyncio.Semaphore(max(1, concurrency))
 
     async def run(item: T) -> None:
@@ -124,7 +129,6 @@ async def copy_sessions(
     concurrency: int = 8,
 ) -> None:
     """Every live session of `source` (meta, documents, both logs) into `target`."""
-    bar = _NoProgress() if progress is None else progress
 
     async def one(session_id: str) -> None:
         if await target.exists(session_id=session_id):
@@ -145,7 +149,7 @@ async def copy_sessions(
             report.sessions.skipped += 1
 
     await _each(
-        source.iter_ids(), one, concurrency=concurrency, bar=bar, report=report,
+        source.iter_ids(), one, concurrency=concurrency, progress=progress, report=report,
         tally=report.sessions, label=lambda sid: f"session {sid}",
     )  # fmt: skip
 
@@ -159,7 +163,6 @@ async def copy_blobs(
     concurrency: int = 8,
 ) -> None:
     """Every blob under `sessions/` of `source` into `target`, streamed (never whole)."""
-    bar = _NoProgress() if progress is None else progress
 
     async def one(info: BlobInfo) -> None:
         try:
@@ -178,7 +181,8 @@ async def copy_blobs(
         report.blobs.copied += 1
 
     await _each(
-        source.list(prefix=BLOB_PREFIX), one, concurrency=concurrency, bar=bar, report=report,
+        source.list(prefix=BLOB_PREFIX), one, concurrency=concurrency, progress=progress,
+        report=report,
         tally=report.blobs, label=lambda info: f"blob {info.key}",
     )  # fmt: skip
 
@@ -194,9 +198,7 @@ async def import_legacy(
     concurrency: int = 8,
 ) -> None:
     """Every `<root>/<id>/` folder of the old backend into the stores; one bad folder fails alone."""
-    bar = _NoProgress() if progress is None else progress
     names = await anyio.to_thread.run_sync(list_legacy_folders, root)
-    bar.reset(total=len(names))
 
     async def one(name: str) -> None:
         legacy = await anyio.to_thread.run_sync(read_legacy_folder, root / name)
@@ -216,6 +218,6 @@ async def import_legacy(
             report.blobs.skipped += len(record.photos)
 
     await _each(
-        _stream(names), one, concurrency=concurrency, bar=bar, report=report,
-        tally=report.sessions, label=lambda name: f"legacy session {name}",
+        _stream(names), one, concurrency=concurrency, progress=progress, report=report,
+        tally=report.sessions, label=lambda name: f"legacy session {name}", total=len(names),
     )  # fmt: skip
