@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
-from .base import BlobInfo, check_blob_key, check_blob_prefix
+from .base import BlobInfo, BlobNotFound, check_blob_key, check_blob_prefix
 
 CHUNK_SIZE = 256 * 1024
 
@@ -26,6 +26,15 @@ class KeySpace:
 
     def relative(self, full_key: str) -> str:
         return full_key[len(self.prefix) :]
+
+
+async def found(stat: Awaitable[BlobInfo]) -> bool:
+    """`exists` for a store whose cheapest check is its `stat`: True unless it is not found."""
+    try:
+        await stat
+    except BlobNotFound:
+        return False
+    return True
 
 
 async def as_chunks(data: bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes]:

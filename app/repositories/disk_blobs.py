@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks
+from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks, found
 from ._codec import dumps, loads
 from .base import BlobInfo, BlobNotFound, BlobReader, InvalidId, StoreUnavailable
 from .file_sessions import write_atomic
@@ -125,11 +125,7 @@ class DiskBlobRepository:
         return await self._run(self._stat, key)
 
     async def exists(self, *, key: str) -> bool:
-        try:
-            await self.stat(key=key)
-        except BlobNotFound:
-            return False
-        return True
+        return await found(self.stat(key=key))
 
     async def open(self, *, key: str) -> BlobReader:
         info, fd = await self._run(self._open_locked, key)

@@ -15,7 +15,7 @@ from typing import IO, Any, TypeVar, cast
 import aiohttp
 import anyio.to_thread
 
-from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks
+from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks, found
 from .base import BlobInfo, BlobNotFound, BlobReader, StoreUnavailable
 
 T = TypeVar("T")
@@ -175,11 +175,7 @@ class GCSBlobRepository:
         return _info(key, await self._read(call, key))
 
     async def exists(self, *, key: str) -> bool:
-        try:
-            await self.stat(key=key)
-        except BlobNotFound:
-            return False
-        return True
+        return await found(self.stat(key=key))
 
     async def open(self, *, key: str) -> BlobReader:
         info = await self.stat(key=key)
