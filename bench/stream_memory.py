@@ -175,9 +175,6 @@ def main() -> None:
         env = {"LLM_PROVIDER": "offline", "HERA_DATA_DIR": data, "LOG_LEVEL": "WARNING"}
         if args.store == "s3":
             from tests.support.servers import (
-                ACCESS_KEY,
-                REGION,
-                SECRET_KEY,
                 create_s3_bucket,
                 start_moto_server,
             )
@@ -186,15 +183,7 @@ def main() -> None:
             stack.callback(moto.stop)
             bucket = f"hera-bench-{os.getpid()}"
             create_s3_bucket(moto.url, bucket)
-            env.update(
-                STORAGE_MODE="cloud",
-                CLOUD_STORAGE_TYPE="s3",
-                S3_BUCKET_NAME=bucket,
-                S3_ENDPOINT_URL=moto.url,
-                AWS_REGION=REGION,
-                AWS_ACCESS_KEY_ID=ACCESS_KEY,
-                AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-            )
+            env.update({k.upper(): v for k, v in moto.hera_settings(bucket).items()})
         settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
         server = stack.enter_context(uvicorn_server("app.main:app", env, "/api/health"))
         session_id = httpx.post(f"{server.url}/api/sessions").json()["session_id"]

@@ -37,9 +37,6 @@ from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
 from tests.support.polling import eventually, wait_until
 from tests.support.servers import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
     create_gcs_bucket,
     create_s3_bucket,
     list_gcs_names,
@@ -244,9 +241,8 @@ class BucketKind:
     """How to run, stop, restart and inspect one bucket service (both keep no data across a
     restart: they are in memory)."""
 
-    start: Callable[[int | None], Any]  # a handle with `.url` and `.stop()`; a port restarts
+    start: Callable[[int | None], Any]  # a handle: `.url`, `.hera_settings()`, `.stop()`
     create: Callable[[str, str], None]
-    settings: Callable[[str, str], dict[str, Any]]
     objects: Callable[[str, str], dict[str, bytes]]  # name -> bytes, straight from the service
 
 
@@ -254,24 +250,11 @@ BUCKETS = {
     "s3-moto": BucketKind(
         start=lambda port: start_moto_server(port=port),
         create=create_s3_bucket,
-        settings=lambda url, bucket: {
-            "cloud_storage_type": "s3",
-            "s3_bucket_name": bucket,
-            "s3_endpoint_url": url,
-            "aws_region": REGION,
-            "aws_access_key_id": ACCESS_KEY,
-            "aws_secret_access_key": SECRET_KEY,
-        },
         objects=_s3_objects,
     ),
     "gcs-emulator": BucketKind(
         start=lambda port: start_gcs_emulator(port or 0),
         create=create_gcs_bucket,
-        settings=lambda url, bucket: {
-            "cloud_storage_type": "gcs",
-            "gcs_bucket_name": bucket,
-            "storage_emulator_host": url,
-        },
         objects=_gcs_objects,
     ),
 }
@@ -291,9 +274,8 @@ async def test_bucket_outage_fails_fast_and_recovers(kind: BucketKind, tmp_path:
             _env_file=None,
             session_type="file",
             hera_data_dir=tmp_path / "data",
-            storage_mode="cloud",
             llm_provider="offline",
-            **kind.settings(service.url, bucket),
+            **service.hera_settings(bucket),
         )
         photo = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
         async with running_app(settings) as api:

@@ -35,16 +35,7 @@ def stack_settings(
             unavailable(server)
         bucket = f"hera-api-{uuid.uuid4().hex[:12]}"
         create_s3_bucket(server.url, bucket)
-        params = server.s3_params(bucket)
-        base.update(
-            storage_mode="cloud",
-            cloud_storage_type="s3",
-            s3_bucket_name=bucket,
-            s3_endpoint_url=params["endpoint_url"],
-            aws_region=params["region"],
-            aws_access_key_id=params["access_key_id"],
-            aws_secret_access_key=params["secret_access_key"],
-        )
+        base.update(server.hera_settings(bucket))
     if stack.endswith("-gcs"):
         from tests.support.servers import create_gcs_bucket
 
@@ -53,12 +44,7 @@ def stack_settings(
             unavailable(server)
         bucket = f"hera-api-{uuid.uuid4().hex[:12]}"
         create_gcs_bucket(server.url, bucket)
-        base.update(
-            storage_mode="cloud",
-            cloud_storage_type="gcs",
-            gcs_bucket_name=bucket,
-            storage_emulator_host=server.url,
-        )
+        base.update(server.hera_settings(bucket))
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 

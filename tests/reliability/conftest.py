@@ -72,13 +72,7 @@ def cloud_pair(
     env = server_env(
         REDIS_URL=redis_url,
         REDIS_NAMESPACE=namespace,
-        STORAGE_MODE="cloud",
-        CLOUD_STORAGE_TYPE="s3",
-        S3_BUCKET_NAME=bucket,
-        S3_ENDPOINT_URL=params["endpoint_url"],
-        AWS_REGION=params["region"],
-        AWS_ACCESS_KEY_ID=params["access_key_id"],
-        AWS_SECRET_ACCESS_KEY=params["secret_access_key"],
+        **{k.upper(): v for k, v in moto_server.hera_settings(bucket).items()},
         HERA_DATA_DIR=str(tmp_path_factory.mktemp("pair-data")),
         LOCK_WAIT_SECONDS=str(PAIR_LOCK_WAIT_SECONDS),
     )

@@ -63,6 +63,18 @@ class MotoHandle:
             "secret_access_key": SECRET_KEY,
         }
 
+    def hera_settings(self, bucket: str) -> dict[str, str]:
+        """Hera's settings (field names; upper-case them for an environment) for `bucket`."""
+        return {
+            "storage_mode": "cloud",
+            "cloud_storage_type": "s3",
+            "s3_bucket_name": bucket,
+            "s3_endpoint_url": self.url,
+            "aws_region": REGION,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+        }
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -171,6 +183,15 @@ class GCSHandle:
     url: str
     server: ThreadingHTTPServer
     thread: threading.Thread = field(repr=False)
+
+    def hera_settings(self, bucket: str) -> dict[str, str]:
+        """Hera's settings (field names; upper-case them for an environment) for `bucket`."""
+        return {
+            "storage_mode": "cloud",
+            "cloud_storage_type": "gcs",
+            "gcs_bucket_name": bucket,
+            "storage_emulator_host": self.url,
+        }
 
     def stop(self) -> None:
         self.server.shutdown()
