@@ -24,6 +24,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from tests.api.conftest import ApiClient, open_client, stack_settings
+from tests.support.api import new_session
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 ACCESS_FIELDS = {"request_id", "method", "path", "status", "duration_ms"}
@@ -89,12 +90,6 @@ def only_access_line(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     assert line.keys() >= ACCESS_FIELDS, line
     assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
     return line
-
-
-async def new_session(api: ApiClient) -> str:
-    response = await api.post("/api/sessions")
-    assert response.status_code == 201
-    return str(response.json()["session_id"])
 
 
 def marked_png(marker: str) -> bytes:

@@ -8,6 +8,7 @@ import pytest
 
 from app.agents.brains.base import BrainError, BrainTimeout, InterviewTurn
 from tests.api.conftest import ApiClient
+from tests.support.api import assert_json_error, new_session
 
 
 class ExplodingBrain:
@@ -20,21 +21,6 @@ class ExplodingBrain:
 
 def use_brain(api: ApiClient, brain: object) -> None:
     api.app.state.services.hera._brain = brain
-
-
-async def new_session(api: ApiClient) -> str:
-    return str((await api.post("/api/sessions")).json()["session_id"])
-
-
-def assert_json_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["code"], str) and body["code"]
-    if code is not None:
-        assert body["code"] == code
-    return body
 
 
 @pytest.mark.parametrize(

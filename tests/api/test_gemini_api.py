@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import ApiClient, open_client, stack_settings
+from tests.support.api import new_session
 from tests.support.fake_gemini import FakeGemini, error_body, json_text_body
 
 API_KEY = "test-secret-key-123"
@@ -32,10 +33,6 @@ async def gemini_api(
     )
     async for client in open_client(settings):
         yield client
-
-
-async def new_session(api: ApiClient) -> str:
-    return str((await api.post("/api/sessions")).json()["session_id"])
 
 
 async def test_one_turn_is_one_model_call_and_merges_safely(

@@ -7,12 +7,7 @@ from datetime import datetime
 from app.repositories.base import is_session_id, session_blob_key
 from tests.api.conftest import ApiClient
 from tests.api.scripted_user import SCRIPT
-
-
-async def new_session(api: ApiClient) -> str:
-    response = await api.post("/api/sessions")
-    assert response.status_code == 201
-    return str(response.json()["session_id"])
+from tests.support.api import new_session
 
 
 async def test_create_returns_a_uuid_and_utc_timestamp(api: ApiClient) -> None:

@@ -9,10 +9,7 @@ from PIL import Image
 
 from tests.api.conftest import ApiClient
 from tests.api.images import jpeg_photo
-
-
-async def new_session(api: ApiClient) -> str:
-    return str((await api.post("/api/sessions")).json()["session_id"])
+from tests.support.api import new_session
 
 
 async def upload(

@@ -7,26 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.api.conftest import ApiClient
 from tests.api.images import jpeg_photo
 from tests.security.support import hostile_client
+from tests.support.api import assert_json_error
 
 MESSAGE_ROUTES = ("/messages", "/family/messages")
 BODY_ROUTES = (*MESSAGE_ROUTES, "/generate-image")
-
-
-def json_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["code"], str) and body["code"]
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 async def history(api: ApiClient, sid: str) -> list[Any]:
@@ -43,7 +32,7 @@ async def test_a_body_over_max_request_bytes_is_413(local: ApiClient, sid: str, 
     response = await local.post(
         f"/api/sessions/{sid}{route}", content=body, headers={"content-type": "application/json"}
     )
-    assert json_error(response, 413, "payload_too_large")["limit_bytes"] == limit
+    assert assert_json_error(response, 413, "payload_too_large")["limit_bytes"] == limit
     assert await history(local, sid) == []
 
 
@@ -52,7 +41,7 @@ async def test_a_body_on_a_route_without_one_is_limited_too(local: ApiClient) ->
     response = await local.post(
         "/api/sessions", content=big, headers={"content-type": "application/json"}
     )
-    json_error(response, 413, "payload_too_large")
+    assert_json_error(response, 413, "payload_too_large")
 
 
 class ChunkedBody:
@@ -87,7 +76,7 @@ async def test_a_chunked_body_over_the_limit_is_413_while_it_arrives(
     assert "content-length" not in request.headers
     assert request.headers["transfer-encoding"] == "chunked"
     response = await local.send(request)
-    json_error(response, 413, "payload_too_large")
+    assert_json_error(response, 413, "payload_too_large")
     # Counted as the bytes arrived: the app stopped reading soon after the limit.
     assert body.sent < body.total // 2, (body.sent, body.total)
     assert await history(local, sid) == []
@@ -113,7 +102,7 @@ async def test_a_chunked_upload_over_max_upload_bytes_is_413(
             headers={"content-type": f"multipart/form-data; boundary={boundary}"},
         )
         assert "content-length" not in request_.headers
-        json_error(await api.send(request_), 413)
+        assert_json_error(await api.send(request_), 413)
         assert body.sent < body.total
         assert (await api.get(f"/api/sessions/{sid}")).json()["images"] == []
 
@@ -125,7 +114,7 @@ async def test_a_message_over_max_message_chars_is_413(
     limit = local.settings.max_message_chars
     # Characters, not bytes: 4-byte emoji up to the limit are fine, one more is not.
     response = await local.post(f"/api/sessions/{sid}{route}", json={"message": "😀" * (limit + 1)})
-    assert json_error(response, 413, "message_too_long")["limit"] == limit
+    assert assert_json_error(response, 413, "message_too_long")["limit"] == limit
     assert await history(local, sid) == []
     accepted = await local.post(f"/api/sessions/{sid}/messages", json={"message": "😀" * limit})
     assert accepted.status_code == 200, accepted.text
@@ -150,7 +139,7 @@ async def test_malformed_json_is_a_json_400(
     response = await local.post(
         f"/api/sessions/{sid}{route}", content=body, headers={"content-type": "application/json"}
     )
-    body_json = json_error(response, 400, "invalid_json")
+    body_json = assert_json_error(response, 400, "invalid_json")
     assert "Traceback" not in response.text and "JSONDecodeError" not in body_json["error"]
     assert await history(local, sid) == []
 
@@ -174,7 +163,7 @@ async def test_invalid_utf8_is_a_json_4xx(
     response = await local.post(
         f"/api/sessions/{sid}{route}", content=body, headers={"content-type": "application/json"}
     )
-    json_error(response, status, "invalid_json" if status == 400 else "validation_error")
+    assert_json_error(response, status, "invalid_json" if status == 400 else "validation_error")
     assert "\ufffd" not in response.text and "Traceback" not in response.text
     assert await history(local, sid) == []
 
@@ -187,7 +176,7 @@ async def test_escaped_lone_surrogates_are_422(local: ApiClient, sid: str, route
             content=body,
             headers={"content-type": "application/json"},
         )
-        json_error(response, 422, "validation_error")
+        assert_json_error(response, 422, "validation_error")
     assert await history(local, sid) == []
 
 
@@ -210,13 +199,18 @@ async def test_a_wrong_content_type_is_415(
 ) -> None:
     headers = {"content-type": content_type} if content_type else {}
     response = await local.post(f"/api/sessions/{sid}{route}", content=body, headers=headers)
-    assert json_error(response, 415, "unsupported_media_type")["expected"] == "application/json"
+    assert (
+        assert_json_error(response, 415, "unsupported_media_type")["expected"] == "application/json"
+    )
     assert await history(local, sid) == []
 
 
 async def test_json_to_the_upload_route_is_415(local: ApiClient, sid: str) -> None:
     response = await local.post(f"/api/sessions/{sid}/photos/user", json={"file": "x"})
-    assert json_error(response, 415, "unsupported_media_type")["expected"] == "multipart/form-data"
+    assert (
+        assert_json_error(response, 415, "unsupported_media_type")["expected"]
+        == "multipart/form-data"
+    )
 
 
 NOT_OBJECTS = (b"[]", b'["hi"]', b'"hi"', b"42", b"true", b"null")
@@ -233,7 +227,7 @@ async def test_json_that_is_not_an_object_is_422(
     response = await local.post(
         f"/api/sessions/{sid}{route}", content=body, headers={"content-type": "application/json"}
     )
-    json_error(response, 422, "validation_error")
+    assert_json_error(response, 422, "validation_error")
     assert await history(local, sid) == []
 
 
@@ -243,7 +237,7 @@ async def test_a_message_that_is_not_a_string_is_422(
     local: ApiClient, sid: str, route: str, message: object
 ) -> None:
     response = await local.post(f"/api/sessions/{sid}{route}", json={"message": message})
-    assert "message" in json_error(response, 422, "validation_error")["error"]
+    assert "message" in assert_json_error(response, 422, "validation_error")["error"]
 
 
 async def test_unknown_fields_are_ignored_and_never_stored(local: ApiClient, sid: str) -> None:
@@ -273,13 +267,13 @@ BLANK = (" ", "   ", "\n\t\r", "\u3000\u3000", "\u00a0", "\u200b", "\ufeff", "\u
 @pytest.mark.parametrize("message", BLANK, ids=range(len(BLANK)))
 async def test_a_blank_message_is_422(local: ApiClient, sid: str, route: str, message: str) -> None:
     response = await local.post(f"/api/sessions/{sid}{route}", json={"message": message})
-    assert "message" in json_error(response, 422)["error"]
+    assert "message" in assert_json_error(response, 422)["error"]
     assert await history(local, sid) == []
 
 
 @pytest.mark.parametrize("route", MESSAGE_ROUTES)
 async def test_a_missing_or_empty_body_is_422(local: ApiClient, sid: str, route: str) -> None:
-    json_error(await local.post(f"/api/sessions/{sid}{route}"), 422)
-    json_error(await local.post(f"/api/sessions/{sid}{route}", json={}), 422)
-    json_error(await local.post(f"/api/sessions/{sid}{route}", json={"message": ""}), 422)
+    assert_json_error(await local.post(f"/api/sessions/{sid}{route}"), 422)
+    assert_json_error(await local.post(f"/api/sessions/{sid}{route}", json={}), 422)
+    assert_json_error(await local.post(f"/api/sessions/{sid}{route}", json={"message": ""}), 422)
     assert await history(local, sid) == []
