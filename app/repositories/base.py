@@ -122,6 +122,16 @@ class SessionMeta:
     updated_at: datetime
     owner_id: str | None = None
 
+    @classmethod
+    def new(
+        cls, *, session_id: str | None, created_at: datetime | None, owner_id: str | None
+    ) -> SessionMeta:
+        """What `create` stores: the given (checked) id or a fresh one, written now; an
+        import keeps its original `created_at`."""
+        now = utcnow()
+        sid = check_session_id(session_id) if session_id else new_session_id()
+        return cls(sid, created_at or now, now, owner_id)
+
 
 @dataclass(slots=True)
 class SessionSnapshot:

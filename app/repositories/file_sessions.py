@@ -41,8 +41,6 @@ from .base import (
     StoreUnavailable,
     check_session_id,
     is_session_id,
-    new_session_id,
-    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -176,9 +174,8 @@ class FileSessionRepository:
         session_id: str | None = None,
         created_at: datetime | None = None,
     ) -> SessionMeta:
-        now = utcnow()
-        sid = check_session_id(session_id) if session_id else new_session_id()
-        meta = SessionMeta(sid, created_at or now, now, owner_id)
+        meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
+        sid = meta.session_id
 
         def _create() -> None:
             folder = self._dir(sid)

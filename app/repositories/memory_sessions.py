@@ -24,7 +24,6 @@ from .base import (
     SessionNotFound,
     SessionSnapshot,
     check_session_id,
-    new_session_id,
     utcnow,
 )
 
@@ -71,12 +70,10 @@ class MemorySessionRepository:
         session_id: str | None = None,
         created_at: datetime | None = None,
     ) -> SessionMeta:
-        now = utcnow()
-        sid = check_session_id(session_id) if session_id else new_session_id()
-        if await self.exists(session_id=sid):
-            raise SessionExists(sid)
-        meta = SessionMeta(sid, created_at or now, now, owner_id)
-        self._data[sid] = _Entry(meta, self._clock() + self._ttl)
+        meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
+        if await self.exists(session_id=meta.session_id):
+            raise SessionExists(meta.session_id)
+        self._data[meta.session_id] = _Entry(meta, self._clock() + self._ttl)
         return meta
 
     async def exists(self, *, session_id: str) -> bool:

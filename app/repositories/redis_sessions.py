@@ -38,7 +38,6 @@ from .base import (
     StoreUnavailable,
     check_session_id,
     is_session_id,
-    new_session_id,
     utcnow,
 )
 
@@ -184,15 +183,13 @@ class RedisSessionRepository:
         session_id: str | None = None,
         created_at: datetime | None = None,
     ) -> SessionMeta:
-        now = utcnow()
-        sid = check_session_id(session_id) if session_id else new_session_id()
-        meta = SessionMeta(sid, created_at or now, now, owner_id)
+        meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
         items = [x for kv in meta_to_dict(meta).items() if kv[1] is not None for x in kv]
         key = f"{self._base(meta.session_id)}:meta"
         # Create-if-absent in one atomic step, so an import never overwrites a live session.
         created = await self._client.eval(_CREATE_SCRIPT, 1, key, self._ttl, *items)
         if not created:
-            raise SessionExists(sid)
+            raise SessionExists(meta.session_id)
         return meta
 
     @_guarded
