@@ -6,18 +6,26 @@ for what is only an attribute lookup.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
+from fastapi.params import Depends as DependsParam
 
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
 from app.agents.lifecycle import SessionLifecycle
 from app.container import Services
-from app.errors import NotFound
-from app.repositories.base import BlobRepository, SessionRepository, is_session_id
+from app.errors import InvalidInput, NotFound
+from app.repositories.base import (
+    BlobRepository,
+    InvalidId,
+    SessionRepository,
+    check_request_key,
+    is_session_id,
+)
 from app.settings import Settings
 
 
@@ -61,6 +69,40 @@ async def session_id_path(
     return session_id
 
 
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a retry safe: a repeat with the same key and body returns the "
+            "first response without doing the work again (1-64 of A-Z a-z 0-9 _ -).",
+            examples=["3f2b7c1e-msg-0001"],
+        ),
+    ] = None,
+) -> str | None:
+    if key is None:
+        return None
+    try:
+        return check_request_key(key)
+    except InvalidId:
+        raise InvalidInput(
+            "Idempotency-Key は英数字・'_'・'-' の 1〜64 文字で指定してください。",
+            code="invalid_idempotency_key",
+        ) from None
+
+
+def client_address(request: Request) -> str:
+    """The client as uvicorn resolved it: behind trusted proxies (`--proxy-headers`,
+    FORWARDED_ALLOW_IPS) the forwarded address, otherwise the peer. Never a header read here:
+    any client could pick its own address (and rate-limit budget) that way."""
+    return request.client.host if request.client else "unknown"
+
+
+def client_scoped(request: Request, key: str) -> str:
+    """A request key that belongs to this client only (for keys that precede a session)."""
+    return hashlib.sha256(f"{client_address(request)}\0{key}".encode()).hexdigest()
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Named, so a test can still target one with `app.dependency_overrides[get_hera] = ...`.
@@ -78,3 +120,23 @@ FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
 ImagesDep = Annotated[ImageAgent, Depends(get_images)]
 LifecycleDep = Annotated[SessionLifecycle, Depends(get_lifecycle)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+
+
+def rate_limit(kind: str, *, session_route: bool = True) -> DependsParam:
+    """A route dependency that spends one request of `kind` from the client's budget.
+
+    On a session route it runs after the session id check, so a malformed id is a 404 that
+    costs neither a budget nor a round trip to the limiter's store."""
+
+    async def spend(request: Request) -> None:
+        services: Services = request.app.state.services
+        await services.limiter.hit(kind, client_address(request))
+
+    async def spend_on_session(request: Request, session_id: SessionIdDep) -> None:
+        await spend(request)
+
+    dependency = spend_on_session if session_route else spend
+    dependency.__name__ = f"rate_limit_{kind}"
+    marker: DependsParam = Depends(dependency)
+    return marker

@@ -16,16 +16,20 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.agents.brains.base import BrainError, BrainTimeout
+from app.agents.brains.slots import Overloaded
 from app.agents.errors import (
     AgentError,
     EmptyMessage,
+    IdempotencyKeyReused,
     ImageNotFound,
     InterviewIncomplete,
     MessageTooLong,
     PreconditionFailed,
+    QuotaExceeded,
     UploadTooLarge,
 )
 from app.agents.uploads import ImageTooLarge, UnsupportedImage
+from app.ratelimit import RateLimited
 from app.repositories.base import (
     BlobNotFound,
     InvalidId,
@@ -73,8 +77,12 @@ class UnsupportedMedia(AppError):
     status, code, message = 415, "unsupported_media_type", "対応していない形式です。"
 
 
-def error_body(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
+def error_body(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "code": code, **extra}, status_code=status, headers=headers
+    )
 
 
 # (exception type, status, code, message) — the most specific type first.
@@ -82,6 +90,7 @@ _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
     (SessionNotFound, 404, "session_not_found", "セッションが見つかりません。"),
     (InvalidId, 404, "not_found", "見つかりません。"),
     (EmptyMessage, 422, "empty_message", "メッセージを入力してください。"),
+    (IdempotencyKeyReused, 422, "idempotency_key_reused", "この Idempotency-Key は別のリクエストに使われています。"),
     (UploadTooLarge, 413, "payload_too_large", "画像ファイルが大きすぎます。"),
     (ImageTooLarge, 413, "image_too_large", "画像の画素数が多すぎます。"),
     (UnsupportedImage, 415, "unsupported_media_type", "JPEG・PNG・WebP の画像をアップロードしてください。"),
@@ -112,6 +121,19 @@ def response_for(exc: Exception) -> JSONResponse | None:
         return error_body(413, "message_too_long", message, limit=exc.limit)
     if isinstance(exc, PreconditionFailed):
         return error_body(409, exc.code, exc.message)
+    if isinstance(exc, SessionBusy) and exc.same_request:
+        message = "同じリクエストを処理中です。少し待ってからもう一度お試しください。"
+        return error_body(409, "request_in_progress", message)
+    if isinstance(exc, RateLimited):
+        message = "リクエストが多すぎます。しばらく待ってからもう一度お試しください。"
+        return error_body(429, "rate_limited", message, headers=exc.headers(), limit=exc.limit)
+    if isinstance(exc, QuotaExceeded):
+        message = "このセッションで使える回数の上限に達しました。"
+        return error_body(429, "session_quota_exceeded", message, quota=exc.quota, limit=exc.limit)
+    if isinstance(exc, Overloaded):
+        message = "ただいま混み合っています。少し待ってからもう一度お試しください。"
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_body(503, "overloaded", message, headers=headers)
     for kind, status, code, message in _DOMAIN_TABLE:
         if isinstance(exc, kind):
             extra: dict[str, Any] = {}
@@ -215,5 +237,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RepositoryError, _domain_handler)
     app.add_exception_handler(BrainError, _domain_handler)
     app.add_exception_handler(AgentError, _domain_handler)
+    app.add_exception_handler(RateLimited, _domain_handler)
+    app.add_exception_handler(Overloaded, _domain_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)

@@ -46,16 +46,22 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "Body over MAX_REQUEST_BYTES (`payload_too_large`) or message over MAX_MESSAGE_CHARS "
     "(`message_too_long`)",
     415: "Body is not `application/json` (`unsupported_media_type`)",
-    422: "Validation failed: missing, blank or mistyped field, or an over-long id "
-    "(`validation_error`, `empty_message`)",
+    422: "Validation failed: missing, blank or mistyped field, an over-long id, a malformed "
+    "Idempotency-Key, or a key already used for another request (`validation_error`, "
+    "`empty_message`, `invalid_idempotency_key`, `idempotency_key_reused`)",
+    429: "Too many requests from this client (`rate_limited`, with `Retry-After` and "
+    "`RateLimit-*` headers), or a per-session quota is used up (`session_quota_exceeded`, "
+    "naming the `quota`)",
     500: "Unexpected error: JSON with a `request_id`, never internals (`internal_error`)",
     502: "The language model failed (`llm_error`)",
-    503: "A store is unavailable (`store_unavailable`, naming the `store`)",
+    503: "A store is unavailable (`store_unavailable`, naming the `store`), or too many model "
+    "calls wait in this process (`overloaded`, with `Retry-After`)",
     504: "The language model timed out (`llm_timeout`)",
 }
 SESSION_ERRORS: tuple[int, ...] = (404, 422, 500, 503)  # any route with a session id
 BODY_ERRORS: tuple[int, ...] = (400, 413, 415, 422)  # any route that reads a JSON body
 LLM_ERRORS: tuple[int, ...] = (409, 502, 504)  # any route that runs a turn of a brain
+LIMIT_ERRORS: tuple[int, ...] = (429, 503)  # any route behind a rate limit or a quota
 
 
 def error_responses(

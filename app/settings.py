@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -18,6 +19,7 @@ DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 # The same rule as blob key segments (app/repositories/base.py), checked here at start-up.
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
+RATE_LIMIT_KINDS = ("sessions", "turns", "images", "uploads")
 
 
 class SettingsError(Exception):
@@ -78,6 +80,18 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_max_concurrency: int = Field(200, gt=0)
+    llm_max_queue: int = Field(200, ge=0)
+
+    # limits: requests per client (the `limits` notation; empty = no limit) and per session
+    rate_limits: Literal["on", "off"] = "on"
+    rate_limit_sessions: str = "20/minute"
+    rate_limit_turns: str = "30/minute"
+    rate_limit_images: str = "10/minute"
+    rate_limit_uploads: str = "10/minute"
+    session_max_interview_messages: int | None = Field(100, gt=0)
+    session_max_family_messages: int | None = Field(100, gt=0)
+    session_max_partner_images: int | None = Field(10, gt=0)
+    session_max_child_image_rounds: int | None = Field(10, gt=0)
 
     # logs
     log_format: Literal["text", "json"] = "text"
@@ -90,6 +104,14 @@ class Settings(BaseSettings):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
 
+    @field_validator(
+        "session_max_interview_messages", "session_max_family_messages",
+        "session_max_partner_images", "session_max_child_image_rounds", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _blank_is_unlimited(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -97,7 +119,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "session_type", "storage_mode", "cloud_storage_type", "blob_url_mode",
-        "llm_provider", "log_format", mode="before",
+        "llm_provider", "log_format", "rate_limits", mode="before",
     )  # fmt: skip
     @classmethod
     def _lower_choice(cls, value: Any) -> Any:
@@ -147,6 +169,18 @@ class Settings(BaseSettings):
                 "BLOB_KEY_PREFIX: each '/'-separated part must be letters, digits, '.', '_' or "
                 "'-' (not starting with '.' or '-'), with no empty, '.' or '..' parts"
             )
+        for name in RATE_LIMIT_KINDS:
+            value = getattr(self, f"rate_limit_{name}")
+            if value.strip():
+                try:
+                    valid = all(item.amount > 0 for item in parse_many(value))
+                except ValueError:
+                    valid = False
+                if not valid:
+                    problems.append(
+                        f"RATE_LIMIT_{name.upper()}: invalid value {value!r} "
+                        "(e.g. 30/minute or 10/second;100/hour; empty = no limit)"
+                    )
         if problems:
             raise SettingsError(problems)
         return self
@@ -177,6 +211,15 @@ class Settings(BaseSettings):
     @property
     def blobs_dir(self) -> Path:
         return self.hera_data_dir / "blobs"
+
+    def rate_limit(self, kind: str) -> str:
+        """The limit string of one kind of request ('' when limits are off)."""
+        return "" if self.rate_limits == "off" else getattr(self, f"rate_limit_{kind}").strip()
+
+    def session_quota(self, name: str) -> int | None:
+        """A per-session quota (None: unlimited, also when RATE_LIMITS=off)."""
+        limit: int | None = getattr(self, f"session_max_{name}")
+        return None if self.rate_limits == "off" else limit
 
     @property
     def normalized_key_prefix(self) -> str:

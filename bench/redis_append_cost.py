@@ -31,6 +31,7 @@ from app.repositories.redis_sessions import (
     create_redis_client,
 )
 from tests.support.redis_support import cleanup_namespace
+from tests.support.writes import append
 
 DEFAULT_URL = "redis://127.0.0.1:6379/9"
 LENGTHS = (10, 1000)
@@ -71,10 +72,10 @@ async def quietest_round(
     best: tuple[Counter[str], int] | None = None
     for _ in range(ROUNDS):
         sid = (await repo.create()).session_id
-        await repo.append(session_id=sid, log="history", entries=[ENTRY] * length)
+        await append(repo, session_id=sid, log="history", entries=[ENTRY] * length)
 
         async def append_one(sid: str = sid) -> None:
-            await repo.append(session_id=sid, log="history", entries=[ENTRY])
+            await append(repo, session_id=sid, log="history", entries=[ENTRY])
 
         got = await measure(client, appends, append_one)
         await repo.delete(session_id=sid)

@@ -39,6 +39,7 @@ from app.repositories._blobs import CHUNK_SIZE
 from app.repositories.base import session_blob_key, utcnow
 from app.settings import Settings
 from bench.status_throughput import uvicorn_server
+from tests.support.writes import update
 
 MB = 1024 * 1024
 PIECE = 64 * 1024
@@ -104,7 +105,7 @@ async def arrange(settings: Settings, session_id: str, sizes: dict[str, int]) ->
                 "created_at": utcnow().isoformat(),
                 "meta": {},
             }
-            await sessions.update(session_id=session_id, doc="images", fields={name: entry})
+            await update(sessions, session_id=session_id, doc="images", fields={name: entry})
             etags[name] = info.etag
     finally:
         await blobs.aclose()

@@ -12,6 +12,7 @@ import pytest
 from app.repositories import file_sessions
 from app.repositories._codec import loads_lines
 from app.repositories.file_sessions import FileSessionRepository, read_jsonl, read_small
+from tests.support.writes import append
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 200_000])
@@ -61,17 +62,21 @@ async def test_a_log_longer_than_one_read_loads_whole(tmp_path: Path) -> None:
     sid = (await repo.create()).session_id
     entries = [{"n": i, "message": "週末は家族で海に行きたいです。" * 8} for i in range(600)]
     for start in range(0, len(entries), 50):
-        await repo.append(session_id=sid, log="history", entries=entries[start : start + 50])
-    assert (tmp_path / sid / "history.jsonl").stat().st_size > 3 * 64 * 1024
+        await append(repo, session_id=sid, log="history", entries=entries[start : start + 50])
+    assert (tmp_path / sid / "journal.jsonl").stat().st_size > 3 * 64 * 1024
     snap = await repo.load(session_id=sid, docs=["profile"], logs=["history"])
     assert snap.log("history") == entries
 
 
 async def test_values_written_before_they_were_checked_still_read(tmp_path: Path) -> None:
-    """NaN (which json wrote by default) and a byte-order mark from a hand edit: orjson
-    refuses both, the reader falls back to json as it read them before."""
+    """NaN (which json wrote by default) and a byte-order mark from a hand edit, in a
+    session of the earlier layout (a file per part): orjson refuses both, the reader falls
+    back to json as it read them before."""
     repo = FileSessionRepository(root=tmp_path)
     sid = (await repo.create()).session_id
+    meta = json.loads((tmp_path / sid / "meta.json").read_text())
+    del meta["layout"]  # written before the journal: its parts live in their own files
+    (tmp_path / sid / "meta.json").write_text(json.dumps(meta))
     (tmp_path / sid / "profile.json").write_bytes(b'\xef\xbb\xbf{"score": NaN, "age": 30}')
     (tmp_path / sid / "history.jsonl").write_bytes(b'{"n": 1}\n{"v": Infinity}\n')
     snap = await repo.load(session_id=sid, docs=["profile"], logs=["history"])

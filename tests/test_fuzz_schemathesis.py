@@ -46,7 +46,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import RATE_LIMIT_KINDS, Settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
 
@@ -70,6 +70,9 @@ def _settings(data_dir: Path) -> Settings:
         llm_provider="offline",
         session_type="file",
         storage_mode="local",
+        # The limiter stays on (its code path is fuzzed too) with budgets the fuzzer's
+        # hundreds of requests from one client do not exhaust.
+        **{f"rate_limit_{kind}": "100000/minute" for kind in RATE_LIMIT_KINDS},
     )
 
 

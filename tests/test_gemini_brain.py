@@ -15,6 +15,7 @@ from app.agents.brains.base import BrainError, BrainTimeout
 from app.agents.brains.gemini import (
     GeminiInterviewBrain,
 )
+from app.agents.brains.slots import ModelSlots
 from tests.support.fake_gemini import (
     FakeGemini,
     error_body,
@@ -53,7 +54,7 @@ def make_brain(gemini_client: genai.Client) -> BrainFactory:
             "model": MODEL,
             "timeout_seconds": TIMEOUT,
             "max_retries": MAX_RETRIES,
-            "semaphore": asyncio.Semaphore(8),
+            "slots": ModelSlots(limit=8, max_queue=100),
             "backoff_base_seconds": 0.01,  # keeps retry tests fast; the policy is the same
         }
         options.update(overrides)
@@ -260,11 +261,11 @@ async def test_unreachable_server_is_retried_then_raises_brain_error(
     assert not isinstance(caught.value, BrainTimeout)
 
 
-async def test_semaphore_bounds_concurrent_requests(
+async def test_model_slots_bound_concurrent_requests(
     fake_gemini: FakeGemini, make_brain: BrainFactory
 ) -> None:
     fake_gemini.latency = 0.05
-    brain = make_brain(semaphore=asyncio.Semaphore(2))
+    brain = make_brain(slots=ModelSlots(limit=2, max_queue=100))
 
     turns = await asyncio.gather(*(brain.interview_turn(**TURN) for _ in range(6)))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +11,7 @@ from google import genai
 
 from app.agents.brains.base import BrainError, BrainTimeout
 from app.agents.brains.gemini_images import GeminiImageBrain
+from app.agents.brains.slots import ModelSlots
 from tests.support.fake_gemini import (
     FakeGemini,
     error_body,
@@ -40,7 +40,7 @@ def make_brain(gemini_client: genai.Client) -> BrainFactory:
             "model": IMAGE_MODEL,
             "timeout_seconds": TIMEOUT,
             "max_retries": 2,
-            "semaphore": asyncio.Semaphore(4),
+            "slots": ModelSlots(limit=4, max_queue=100),
             "backoff_base_seconds": 0.01,
         }
         options.update(overrides)

@@ -16,11 +16,12 @@ import pytest
 import redis.asyncio
 
 from app.repositories._codec import dumps
-from app.repositories.base import LockLost, SessionNotFound, StoreUnavailable
+from app.repositories.base import Changes, LockLost, SessionNotFound, StoreUnavailable
 from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
 from tests.support.polling import eventually
 from tests.support.redis_support import cleanup_namespace, namespace_keys
 from tests.support.services import free_port, unavailable
+from tests.support.writes import append, update
 
 APP = Path(__file__).resolve().parents[1] / "app"
 TTL = 600
@@ -83,12 +84,12 @@ def _sent_commands(
 
 async def _fill(repo: RedisSessionRepository) -> str:
     sid = (await repo.create(owner_id="owner")).session_id
-    await repo.update(session_id=sid, doc="profile", fields={"name": "花子"})
-    await repo.update(session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
-    await repo.append(
-        session_id=sid, log="history", entries=[{"role": "user", "text": "こんにちは"}]
+    await update(repo, session_id=sid, doc="profile", fields={"name": "花子"})
+    await update(repo, session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
+    await append(
+        repo, session_id=sid, log="history", entries=[{"role": "user", "text": "こんにちは"}]
     )
-    await repo.append(session_id=sid, log="family_history", entries=[{"text": "行こう"}])
+    await append(repo, session_id=sid, log="family_history", entries=[{"text": "行こう"}])
     return sid
 
 
@@ -116,7 +117,7 @@ async def test_a_write_re_arms_the_expiry_of_every_key(
     keys = await namespace_keys(client, repo._ns)
     for key in keys:  # as if the session had been idle for most of its life
         await client.expire(key, 5)
-    await repo.append(session_id=sid, log="history", entries=[{"text": "また来たよ"}])
+    await append(repo, session_id=sid, log="history", entries=[{"text": "また来たよ"}])
     ttls = [await client.ttl(k) for k in keys]
     assert all(TTL - 5 <= t <= TTL for t in ttls), ttls
 
@@ -132,15 +133,16 @@ async def test_append_costs_the_same_commands_and_bytes_at_length_10_and_1000(
     cost: dict[int, list[tuple[str, int]]] = {}
     for target in (10, 1000):
         have = await repo.log_length(session_id=sid, log="history")
-        await repo.append(session_id=sid, log="history", entries=[entry] * (target - have))
+        await append(repo, session_id=sid, log="history", entries=[entry] * (target - have))
         with _sent_commands(client, monkeypatch) as calls:
-            await repo.append(session_id=sid, log="history", entries=[entry])
+            await append(repo, session_id=sid, log="history", entries=[entry])
         assert await repo.log_length(session_id=sid, log="history") == target + 1
         cost[target] = list(calls)
     assert cost[10] == cost[1000]
     assert [name for name, _ in cost[10]] == ["EVALSHA"]  # one round trip, script cached
     # The entry, the session's key names, a sha, a timestamp and a few numbers: no history.
-    fixed = len(dumps(entry).encode()) + sum(len(k) for k in repo._keys(sid))
+    lock_key = f"{repo._ns}:{{{sid}}}:lock"
+    fixed = len(dumps(entry).encode()) + sum(len(k) for k in [*repo._keys(sid), lock_key])
     assert cost[10][0][1] <= fixed + 120
 
 
@@ -152,8 +154,8 @@ async def test_an_unreachable_redis_raises_store_unavailable_quickly() -> None:
         lambda: repo.create(),
         lambda: repo.exists(session_id=sid),
         lambda: repo.load(session_id=sid, logs=["history"]),
-        lambda: repo.update(session_id=sid, doc="profile", fields={"a": 1}),
-        lambda: repo.append(session_id=sid, log="history", entries=[{"a": 1}]),
+        lambda: update(repo, session_id=sid, doc="profile", fields={"a": 1}),
+        lambda: append(repo, session_id=sid, log="history", entries=[{"a": 1}]),
         lambda: repo.delete(session_id=sid),
         repo.ping,
     ]
@@ -179,9 +181,9 @@ async def test_writes_to_a_deleted_session_raise_not_found_and_create_no_keys(
     sid = await _fill(repo)
     assert await repo.delete(session_id=sid) is True
     with pytest.raises(SessionNotFound):
-        await repo.update(session_id=sid, doc="profile", fields={"name": "花子"})
+        await update(repo, session_id=sid, doc="profile", fields={"name": "花子"})
     with pytest.raises(SessionNotFound):
-        await repo.append(session_id=sid, log="history", entries=[{"text": "まだいる?"}])
+        await append(repo, session_id=sid, log="history", entries=[{"text": "まだいる?"}])
     assert await namespace_keys(client, repo._ns) == []
 
 
@@ -196,7 +198,7 @@ async def test_writes_to_an_expired_session_create_no_keys(
 
     await eventually(all_gone, within=10, what="every key expiring")  # together, none lingers
     with pytest.raises(SessionNotFound):
-        await repo.append(session_id=sid, log="history", entries=[{"text": "おーい"}])
+        await append(repo, session_id=sid, log="history", entries=[{"text": "おーい"}])
     assert await namespace_keys(client, repo._ns) == []
 
 
@@ -242,16 +244,49 @@ async def test_a_lock_that_merely_expired_is_released_quietly(
     assert "expired before its turn ended" in caplog.text
 
 
-async def test_a_lock_taken_over_by_another_holder_raises_lock_lost(
+async def test_a_commit_after_the_lock_changed_hands_raises_lock_lost_and_writes_nothing(
     make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
 ) -> None:
     repo = make_repo()
     sid = (await repo.create()).session_id
     key = f"{repo._ns}:{{{sid}}}:lock"
+    turn = Changes().append("history", [{"n": 1}]).update("profile", {"age": 30})
     with pytest.raises(LockLost):
-        async with repo.lock(session_id=sid):
-            await client.set(key, b"someone-else", px=5000)
+        async with repo.lock(session_id=sid) as lease:
+            await client.set(key, b"someone-else", px=5000)  # expired, then taken over
+            await repo.commit(session_id=sid, changes=turn, lease=lease)
+    snap = await repo.load(session_id=sid, docs=["profile"], logs=["history"])
+    assert snap.doc("profile") == {} and snap.log("history") == []
     assert await client.get(key) == b"someone-else"  # never deletes another holder's lock
+
+
+async def test_a_commit_after_the_lock_expired_raises_lock_lost(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    with pytest.raises(LockLost):
+        async with repo.lock(session_id=sid) as lease:
+            await client.delete(f"{repo._ns}:{{{sid}}}:lock")  # as if its TTL ran out
+            await repo.commit(
+                session_id=sid, changes=Changes().append("history", [{}]), lease=lease
+            )
+    assert (await repo.load(session_id=sid, logs=["history"])).log("history") == []
+
+
+async def test_a_turn_that_committed_is_never_answered_with_an_error(
+    make_repo: Callable[..., RedisSessionRepository], client: redis.asyncio.Redis
+) -> None:
+    repo = make_repo()
+    sid = (await repo.create()).session_id
+    async with repo.lock(session_id=sid) as lease:
+        await repo.commit(
+            session_id=sid, changes=Changes().append("history", [{"n": 1}]), lease=lease
+        )
+        # The lock is lost after the commit: releasing it must not turn the stored turn
+        # into an error (the client's retry would then take the turn twice).
+        await client.set(f"{repo._ns}:{{{sid}}}:lock", b"someone-else", px=5000)
+    assert (await repo.load(session_id=sid, logs=["history"])).log("history") == [{"n": 1}]
 
 
 async def test_a_failing_turn_is_not_masked_by_a_lost_lock(

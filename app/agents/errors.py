@@ -42,3 +42,14 @@ class ImageNotFound(AgentError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no image named {name!r}")
         self.name = name
+
+
+class IdempotencyKeyReused(AgentError):
+    """An Idempotency-Key already answered a different request."""
+
+
+class QuotaExceeded(AgentError):
+    def __init__(self, quota: str, limit: int) -> None:
+        super().__init__(f"session quota {quota} ({limit}) used up")
+        self.quota = quota
+        self.limit = limit

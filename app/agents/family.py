@@ -13,10 +13,10 @@ from typing import Any, Final
 
 from app.agents.brains.base import BrainError, FamilyBrain
 from app.agents.errors import InterviewIncomplete
-from app.agents.hera import clean_message
 from app.agents.personas import build_personas
 from app.agents.profile import missing_fields
-from app.repositories.base import JSONDict, SessionRepository, utcnow
+from app.agents.turns import Quotas, RequestKey, clean_message, history_entry, open_turn
+from app.repositories.base import Changes, JSONDict, SessionRepository, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,51 @@ class FamilyTurnResult:
     reply: list[JSONDict]
     view: FamilyView
 
+    def record(self) -> JSONDict:
+        """What a retry needs to answer the same again (history by length: it only grows;
+        personas never change once made)."""
+        view = self.view
+        return {
+            "reply": self.reply,
+            "history_length": len(view.history),
+            "family": {"trip_info": view.trip_info, "plan": view.plan, "proposal": view.proposal},
+        }
+
+    @classmethod
+    def from_record(
+        cls, record: JSONDict, history: list[JSONDict], personas: list[JSONDict]
+    ) -> FamilyTurnResult:
+        family = {**record["family"], "personas": personas}
+        return cls(record["reply"], _view(family, history[: record["history_length"]]))
+
 
 def _entry(speaker: str, role: str, message: str) -> JSONDict:
-    return {"speaker": speaker, "role": role, "message": message, "timestamp": utcnow().isoformat()}
+    return history_entry(speaker, message, role=role)
+
+
+def family_start_fields(profile: JSONDict, family: JSONDict, session_id: str) -> JSONDict:
+    """The family document's fields that starting the family adds: the personas, made once
+    from a complete profile (nothing when they exist already)."""
+    if missing := missing_fields(profile):
+        raise InterviewIncomplete(missing)
+    if family.get("personas"):
+        return {}
+    fields: JSONDict = {"personas": build_personas(profile, session_id)}
+    if "trip_info" not in family:  # an imported session may already have one
+        fields["trip_info"] = {"destination": None, "activities": []}
+    return fields
+
+
+def _view(family: JSONDict, history: list[JSONDict]) -> FamilyView:
+    trip = family.get("trip_info") or {"destination": None, "activities": []}
+    return FamilyView(
+        history=history,
+        trip_info=trip,
+        complete=family.get("plan") is not None,
+        plan=family.get("plan"),
+        proposal=family.get("proposal"),
+        personas=family.get("personas", []),
+    )
 
 
 def merge_trip(current: JSONDict, found: JSONDict) -> JSONDict:
@@ -97,69 +139,59 @@ def fallback_letter(profile: JSONDict, personas: list[JSONDict], plan: JSONDict)
 
 class FamilyAgent:
     def __init__(
-        self, *, sessions: SessionRepository, brain: FamilyBrain, max_message_chars: int = 2000
+        self,
+        *,
+        sessions: SessionRepository,
+        brain: FamilyBrain,
+        max_message_chars: int = 2000,
+        quotas: Quotas | None = None,
     ) -> None:
         self._sessions = sessions
         self._brain = brain
         self._max_chars = max_message_chars
+        self._quotas = quotas or Quotas()
 
     async def status(self, session_id: str) -> FamilyView:
         """Read-only: never creates personas or writes anything."""
         snap = await self._sessions.load(
             session_id=session_id, docs=["family"], logs=["family_history"]
         )
-        return self._view(snap.doc("family"), snap.log("family_history"))
+        return _view(snap.doc("family"), snap.log("family_history"))
 
-    @staticmethod
-    def _view(family: JSONDict, history: list[JSONDict]) -> FamilyView:
-        trip = family.get("trip_info") or {"destination": None, "activities": []}
-        return FamilyView(
-            history=history,
-            trip_info=trip,
-            complete=family.get("plan") is not None,
-            plan=family.get("plan"),
-            proposal=family.get("proposal"),
-            personas=family.get("personas", []),
-        )
-
-    async def start(self, session_id: str) -> list[JSONDict]:
-        """Create and store the personas once (idempotent); needs a complete profile."""
-        async with self._sessions.lock(session_id=session_id):
-            snap = await self._sessions.load(session_id=session_id, docs=["profile", "family"])
-            return await self._ensure_personas(session_id, snap.doc("profile"), snap.doc("family"))
-
-    async def _ensure_personas(
-        self, session_id: str, profile: JSONDict, family: JSONDict
-    ) -> list[JSONDict]:
-        if missing := missing_fields(profile):
-            raise InterviewIncomplete(missing)
-        personas: list[JSONDict] = family.get("personas") or []
-        if not personas:
-            personas = build_personas(profile, session_id)
-            fields: JSONDict = {"personas": personas}
-            if "trip_info" not in family:  # an imported session may already have one
-                fields["trip_info"] = {"destination": None, "activities": []}
-            await self._sessions.update(session_id=session_id, doc="family", fields=fields)
-        return personas
-
-    async def handle_message(self, session_id: str, message: str) -> FamilyTurnResult:
+    async def handle_message(
+        self, session_id: str, message: str, request: RequestKey | None = None
+    ) -> FamilyTurnResult:
         text = clean_message(message, self._max_chars)
-        async with self._sessions.lock(session_id=session_id):
-            snap = await self._sessions.load(
-                session_id=session_id, docs=["profile", "family"], logs=["family_history"]
+        async with open_turn(
+            self._sessions,
+            session_id,
+            request,
+            docs=["profile", "family", "state"],
+            logs=["family_history"],
+        ) as turn:
+            snap = turn.snapshot
+            profile, stored, history = (
+                snap.doc("profile"),
+                snap.doc("family"),
+                snap.log("family_history"),
             )
-            profile, family = snap.doc("profile"), snap.doc("family")
-            history = snap.log("family_history")
-            personas = await self._ensure_personas(session_id, profile, family)
+            if (earlier := turn.earlier()) is not None:
+                return FamilyTurnResult.from_record(earlier, history, stored.get("personas", []))
+            # The family is made here when /complete was skipped, in this turn's commit.
+            start = family_start_fields(profile, stored, session_id)
+            family = {**stored, **start}
+            personas: list[JSONDict] = family["personas"]
+            changes = Changes().update("family", start) if start else Changes()
             if family.get("plan") is not None:  # the plan is agreed: nothing changes now
                 partner = personas[0]
-                closing = _entry(partner["name"], partner["role"], CLOSING_REPLY)
-                return FamilyTurnResult([closing], self._view(family, history))
-            user = _entry("user", "user", text)
-            await self._sessions.append(session_id=session_id, log="family_history", entries=[user])
+                closing = [_entry(partner["name"], partner["role"], CLOSING_REPLY)]
+                result = FamilyTurnResult(closing, _view(family, history))
+                await turn.commit(changes, result.record())
+                return result
+            changes.update("state", self._quotas.spend(snap.doc("state"), "family_messages"))
             pending: JSONDict | None = family.get("proposal")
             trip_before = family.get("trip_info") or {"destination": None, "activities": []}
-            turn = await self._brain.family_turn(
+            answer = await self._brain.family_turn(
                 profile=profile,
                 personas=personas,
                 history=history,
@@ -170,26 +202,27 @@ class FamilyAgent:
             by_name = {p["name"]: p for p in personas}
             lines = [
                 _entry(line.speaker, by_name[line.speaker]["role"], line.message)
-                for line in turn.lines
+                for line in answer.lines
                 if line.speaker in by_name and line.message.strip()
             ]
-            trip = merge_trip(trip_before, turn.trip_info)
-            changes: JSONDict = {"trip_info": trip}
+            trip = merge_trip(trip_before, answer.trip_info)
+            updates: JSONDict = {"trip_info": trip}
             # Only a proposal made in an earlier turn can be answered, and only by the user.
-            answer = turn.proposal_answer if pending is not None else None
-            if pending is not None and answer == "accept":
-                changes.update(await self._finish(profile, personas, pending))
-            elif pending is not None and answer == "decline":
-                changes.update(proposal=None, declined=_plan_key(pending))
+            reply_to_plan = answer.proposal_answer if pending is not None else None
+            if pending is not None and reply_to_plan == "accept":
+                updates.update(await self._finish(profile, personas, pending))
+            elif pending is not None and reply_to_plan == "decline":
+                updates.update(proposal=None, declined=_plan_key(pending))
             elif pending is None and self._ready(trip, family.get("declined")):
                 proposal = {"destination": trip["destination"], "activities": trip["activities"]}
                 partner = next(p for p in personas if p["kind"] == "partner")
                 lines.append(_entry(partner["name"], partner["role"], proposal_text(proposal)))
-                changes["proposal"] = proposal
-            await self._sessions.append(session_id=session_id, log="family_history", entries=lines)
-            await self._sessions.update(session_id=session_id, doc="family", fields=changes)
-        view = self._view({**family, **changes}, [*history, user, *lines])
-        return FamilyTurnResult(lines, view)
+                updates["proposal"] = proposal
+            user = _entry("user", "user", text)
+            changes.append("family_history", [user, *lines]).update("family", updates)
+            result = FamilyTurnResult(lines, _view({**family, **updates}, [*history, user, *lines]))
+            await turn.commit(changes, result.record())
+        return result
 
     @staticmethod
     def _ready(trip: JSONDict, declined: Any) -> bool:

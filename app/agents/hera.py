@@ -1,4 +1,4 @@
-"""The Hera interview: one turn = load under the session lock → brain → merge → append.
+"""The Hera interview: one turn = lock → load → brain → merge → one commit.
 
 Nothing is kept in process memory between requests; any worker can serve any turn.
 """
@@ -10,9 +10,18 @@ from functools import cached_property
 from typing import Final
 
 from app.agents.brains.base import InterviewBrain
-from app.agents.errors import EmptyMessage, InterviewIncomplete, MessageTooLong
+from app.agents.errors import InterviewIncomplete
+from app.agents.family import family_start_fields
 from app.agents.profile import information_progress, merge_profile, missing_fields
-from app.repositories.base import JSONDict, SessionRepository, utcnow
+from app.agents.turns import (
+    Quotas,
+    RequestKey,
+    Turn,
+    clean_message,
+    history_entry,
+    open_turn,
+)
+from app.repositories.base import Changes, JSONDict, SessionRepository
 
 INCOMPLETE: Final = "INCOMPLETE"
 COMPLETED: Final = "COMPLETED"
@@ -20,10 +29,6 @@ COMPLETION_MESSAGE: Final = (
     "ありがとうございます。これであなたのことがよく分かりました。"
     "プロフィールが完成しました。未来のご家族に会いに行きましょう。"
 )
-
-
-def history_entry(speaker: str, message: str) -> JSONDict:
-    return {"speaker": speaker, "message": message, "timestamp": utcnow().isoformat()}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ class InterviewView:
     def complete(self) -> bool:
         return not self.missing
 
+    def record(self) -> JSONDict:
+        """What a retry needs to show this view again (history by length: it only grows)."""
+        return {"profile": self.profile, "history_length": len(self.history), "status": self.status}
+
+    @classmethod
+    def from_record(cls, record: JSONDict, history: list[JSONDict]) -> InterviewView:
+        return cls(record["profile"], history[: record["history_length"]], record["status"])
+
 
 @dataclass(frozen=True)
 class TurnResult:
@@ -54,23 +67,39 @@ class TurnResult:
     completion_message: str | None = None
     extracted_fields: list[str] = field(default_factory=list)
 
+    def record(self) -> JSONDict:
+        return {
+            **self.view.record(),
+            "reply": self.reply,
+            "completion_message": self.completion_message,
+            "extracted_fields": self.extracted_fields,
+        }
 
-def clean_message(message: str, limit: int) -> str:
-    text = message.strip()
-    if not text:
-        raise EmptyMessage
-    if len(text) > limit:
-        raise MessageTooLong(limit)
-    return text
+    @classmethod
+    def from_record(cls, record: JSONDict, history: list[JSONDict]) -> TurnResult:
+        view = InterviewView.from_record(record, history)
+        return cls(view, record["reply"], record["completion_message"], record["extracted_fields"])
+
+
+def _view(turn: Turn) -> InterviewView:
+    snap = turn.snapshot
+    status = snap.doc("state").get("interview_status", INCOMPLETE)
+    return InterviewView(snap.doc("profile"), snap.log("history"), status)
 
 
 class HeraAgent:
     def __init__(
-        self, *, sessions: SessionRepository, brain: InterviewBrain, max_message_chars: int = 2000
+        self,
+        *,
+        sessions: SessionRepository,
+        brain: InterviewBrain,
+        max_message_chars: int = 2000,
+        quotas: Quotas | None = None,
     ) -> None:
         self._sessions = sessions
         self._brain = brain
         self._max_chars = max_message_chars
+        self._quotas = quotas or Quotas()
 
     async def view(self, session_id: str) -> InterviewView:
         snap = await self._sessions.load(
@@ -79,46 +108,60 @@ class HeraAgent:
         status = snap.doc("state").get("interview_status", INCOMPLETE)
         return InterviewView(snap.doc("profile"), snap.log("history"), status)
 
-    async def handle_message(self, session_id: str, message: str) -> TurnResult:
+    async def handle_message(
+        self, session_id: str, message: str, request: RequestKey | None = None
+    ) -> TurnResult:
         text = clean_message(message, self._max_chars)
-        async with self._sessions.lock(session_id=session_id):
-            before = await self.view(session_id)
-            user = history_entry("user", text)
-            # Persist the user's words first: if the brain fails they are still there.
-            await self._sessions.append(session_id=session_id, log="history", entries=[user])
-            turn = await self._brain.interview_turn(
+        async with open_turn(
+            self._sessions, session_id, request, docs=["profile", "state"], logs=["history"]
+        ) as turn:
+            before = _view(turn)
+            if (earlier := turn.earlier()) is not None:
+                return TurnResult.from_record(earlier, before.history)
+            usage = self._quotas.spend(turn.snapshot.doc("state"), "interview_messages")
+            reply = await self._brain.interview_turn(
                 profile=before.profile,
                 history=before.history,
                 message=text,
                 missing_fields=before.missing,
             )
-            profile, changed = merge_profile(before.profile, turn.extracted)
+            profile, changed = merge_profile(before.profile, reply.extracted)
+            added = [history_entry("user", text), history_entry("hera", reply.reply)]
+            changes = Changes().update("state", usage)
             if changed:
-                await self._sessions.update(
-                    session_id=session_id,
-                    doc="profile",
-                    fields={k: profile[k] for k in changed},
-                )
-            added = [history_entry("hera", turn.reply)]
+                changes.update("profile", {k: profile[k] for k in changed})
             status, closing = before.status, None
             if status != COMPLETED and not missing_fields(profile):
                 status, closing = COMPLETED, COMPLETION_MESSAGE
                 added.append(history_entry("hera", closing))
-                await self._sessions.update(
-                    session_id=session_id, doc="state", fields={"interview_status": COMPLETED}
-                )
-            await self._sessions.append(session_id=session_id, log="history", entries=added)
-        view = InterviewView(profile, [*before.history, user, *added], status)
-        return TurnResult(view, turn.reply, closing, changed)
+                changes.update("state", {"interview_status": COMPLETED})
+            changes.append("history", added)
+            view = InterviewView(profile, [*before.history, *added], status)
+            result = TurnResult(view, reply.reply, closing, changed)
+            await turn.commit(changes, result.record())
+        return result
 
-    async def complete(self, session_id: str) -> InterviewView:
-        """Finish the interview; refuses while required fields are missing."""
-        async with self._sessions.lock(session_id=session_id):
-            view = await self.view(session_id)
+    async def complete(self, session_id: str, request: RequestKey | None = None) -> InterviewView:
+        """Finish the interview and create the family, in one commit under one lock;
+        refuses while required fields are missing. Repeating it changes nothing."""
+        async with open_turn(
+            self._sessions,
+            session_id,
+            request,
+            docs=["profile", "state", "family"],
+            logs=["history"],
+        ) as turn:
+            view = _view(turn)
+            if (earlier := turn.earlier()) is not None:
+                return InterviewView.from_record(earlier, view.history)
             if view.missing:
                 raise InterviewIncomplete(view.missing)
+            changes = Changes()
             if view.status != COMPLETED:
-                await self._sessions.update(
-                    session_id=session_id, doc="state", fields={"interview_status": COMPLETED}
-                )
-        return InterviewView(view.profile, view.history, COMPLETED)
+                changes.update("state", {"interview_status": COMPLETED})
+            family = family_start_fields(view.profile, turn.snapshot.doc("family"), session_id)
+            if family:
+                changes.update("family", family)
+            done = InterviewView(view.profile, view.history, COMPLETED)
+            await turn.commit(changes, done.record())
+        return done

@@ -1,8 +1,10 @@
 """Photos and generated images: into the blob store, indexed in the session.
 
 Blob keys use logical names only (`user`, `partner`, `child_1`, ... plus hash and nonce) —
-never names from the profile. Generation runs outside the session's turn lock (it is slow);
-recording the result takes the lock briefly to swap the index entry and retire the old blob.
+never names from the profile. Every operation runs under the session's lock, like a turn:
+the blobs are written first (under fresh keys), the index entries, quota and request record
+are committed in one step, and only then are the blobs they replace retired. A failed model
+call or commit leaves the index as it was and removes the blobs it wrote.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from app.agents.brains.base import GeneratedImage, ImageBrain
 from app.agents.errors import ImageNotFound, InterviewIncomplete, PreconditionFailed, UploadTooLarge
 from app.agents.personas import partner_gender
 from app.agents.profile import partner_key
+from app.agents.turns import Quotas, RequestKey, Turn, open_turn
 from app.agents.uploads import ext_for, normalise_upload
 from app.repositories.base import (
     BlobReader,
     BlobRepository,
+    Changes,
     JSONDict,
-    SessionNotFound,
     SessionRepository,
     read_all,
     session_blob_key,
@@ -47,6 +50,18 @@ class StoredImage:
     @property
     def version(self) -> str:
         return self.etag[:12]
+
+    def record(self) -> JSONDict:
+        return {
+            "name": self.name,
+            "content_type": self.content_type,
+            "etag": self.etag,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_record(cls, record: JSONDict) -> StoredImage:
+        return cls(record["name"], record["content_type"], record["etag"], record["meta"])
 
 
 async def _all_or_none(calls: Sequence[Awaitable[T]]) -> list[T]:
@@ -77,123 +92,173 @@ class ImageAgent:
         brain: ImageBrain,
         max_upload_bytes: int,
         max_pixels: int,
+        quotas: Quotas | None = None,
     ) -> None:
         self._sessions = sessions
         self._blobs = blobs
         self._brain = brain
         self._max_bytes = max_upload_bytes
         self._max_pixels = max_pixels
+        self._quotas = quotas or Quotas()
 
-    async def _record(
-        self, session_id: str, name: str, data: bytes, content_type: str, meta: JSONDict
-    ) -> StoredImage:
-        # A fresh key per write (content hash + nonce): concurrent writers never share an
-        # object, so the index can only point at the bytes it describes, and retiring an old
-        # blob can never remove one that a later write still uses.
-        digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest()[:12])
-        unique = f"{name}-{digest}{uuid.uuid4().hex[:8]}.{ext_for(content_type)}"
-        key = session_blob_key(session_id, unique)
-        info = await self._blobs.put(key=key, data=data, content_type=content_type)
-        entry = {
-            "key": key,
-            "content_type": content_type,
-            "etag": info.etag,
-            "size": info.size,
-            "created_at": utcnow().isoformat(),
-            "meta": meta,
-        }
+    async def _save(
+        self, turn: Turn, images: dict[str, GeneratedImage], changes: Changes
+    ) -> list[StoredImage]:
+        """Write the blobs, commit their index entries with `changes` in one step, then
+        retire the blobs they replace. A fresh key per write (content hash + nonce): writers
+        never share an object, so the index only ever points at the bytes it describes."""
+        written: list[str] = []
+        stored: list[StoredImage] = []
         try:
-            # The swap is short and under the session lock, so the blob it replaces is known.
-            async with self._sessions.lock(session_id=session_id):
-                _, images = await self._index(session_id)
-                await self._sessions.update(
-                    session_id=session_id, doc="images", fields={name: entry}
+            for name, image in images.items():
+                digest = (await anyio.to_thread.run_sync(_sha256, image.data))[:12]
+                unique = f"{name}-{digest}{uuid.uuid4().hex[:8]}.{ext_for(image.content_type)}"
+                key = session_blob_key(turn.session_id, unique)
+                info = await self._blobs.put(
+                    key=key, data=image.data, content_type=image.content_type
                 )
-        except SessionNotFound:
-            await self._blobs.delete(key=key)  # the session was deleted meanwhile
+                written.append(key)
+                entry = {
+                    "key": key,
+                    "content_type": image.content_type,
+                    "etag": info.etag,
+                    "size": info.size,
+                    "created_at": utcnow().isoformat(),
+                    "meta": image.meta,
+                }
+                changes.update("images", {name: entry})
+                stored.append(StoredImage(name, image.content_type, info.etag, image.meta))
+            await turn.commit(changes, {"images": [image.record() for image in stored]})
+        except BaseException:
+            for key in written:  # nothing points at them: the index was never changed
+                await asyncio.shield(self._blobs.delete(key=key))
             raise
-        previous = images.get(name, {}).get("key")
-        if previous and previous != key:
-            await self._blobs.delete(key=previous)
-        return StoredImage(name, content_type, info.etag, meta)
+        index = turn.snapshot.doc("images")
+        for name in images:
+            previous = index.get(name, {}).get("key")
+            if previous and previous not in written:
+                await self._blobs.delete(key=previous)
+        return stored
 
-    async def upload_user_photo(self, session_id: str, chunks: AsyncIterable[bytes]) -> StoredImage:
+    @staticmethod
+    def _earlier(turn: Turn) -> list[StoredImage] | None:
+        earlier = turn.earlier()
+        if earlier is None:
+            return None
+        return [StoredImage.from_record(image) for image in earlier["images"]]
+
+    async def upload_user_photo(
+        self, session_id: str, chunks: AsyncIterable[bytes], request_key: str | None = None
+    ) -> StoredImage:
         await self._sessions.get_meta(session_id=session_id)  # 404 before reading the body
         buffer = bytearray()
         async for chunk in chunks:
             buffer += chunk
             if len(buffer) > self._max_bytes:
                 raise UploadTooLarge(self._max_bytes)
+        raw = bytes(buffer)
+        # A retry of an upload is the same file; the multipart framing around it is not.
+        request = RequestKey.of(
+            request_key,
+            "upload_user_photo",
+            await anyio.to_thread.run_sync(_sha256, raw),
+        )
         data, content_type = await anyio.to_thread.run_sync(
-            lambda: normalise_upload(bytes(buffer), max_pixels=self._max_pixels)
+            lambda: normalise_upload(raw, max_pixels=self._max_pixels)
         )
-        return await self._record(session_id, "user", data, content_type, {"source": "upload"})
+        async with open_turn(self._sessions, session_id, request, docs=["images"]) as turn:
+            if (earlier := self._earlier(turn)) is not None:
+                return earlier[0]
+            upload = GeneratedImage(data, content_type, {"source": "upload"})
+            return (await self._save(turn, {"user": upload}, Changes()))[0]
 
-    async def _index(self, session_id: str) -> tuple[JSONDict, JSONDict]:
-        snap = await self._sessions.load(session_id=session_id, docs=["profile", "images"])
-        return snap.doc("profile"), snap.doc("images")
-
-    async def generate_partner(self, session_id: str) -> StoredImage:
-        profile, _ = await self._index(session_id)
-        partner = profile.get(partner_key(profile))
-        partner = partner if isinstance(partner, dict) else {}
-        parts = [profile.get("partner_face_description"), partner.get("appearance")]
-        description = "。".join(str(p) for p in parts if p)
-        if not description:
-            raise InterviewIncomplete(["partner_face_description"])
-        image = await self._brain.partner_image(
-            description=description, gender=partner_gender(profile)
-        )
-        return await self._store_generated(session_id, "partner", image)
-
-    async def generate_children(self, session_id: str) -> list[StoredImage]:
-        profile, images = await self._index(session_id)
-        children = [
-            c for c in profile.get("children_info") or [] if isinstance(c, dict) and c.get("name")
-        ]
-        if not children:
-            raise InterviewIncomplete(["children_info"])
-        for needed, code in (("user", "user_photo_missing"), ("partner", "partner_image_missing")):
-            if needed not in images:
-                raise PreconditionFailed(
-                    "先にあなたの写真をアップロードしてください。"
-                    if needed == "user"
-                    else "先にパートナーの画像を生成してください。",
-                    code=code,
-                )
-        user_photo = await read_all(await self._blobs.open(key=images["user"]["key"]))
-        partner_img = await read_all(await self._blobs.open(key=images["partner"]["key"]))
-        # Children are drawn side by side: one model latency for the whole family.
-        generated = await _all_or_none(
-            [
-                self._brain.child_image(
-                    user_photo=user_photo, partner_image=partner_img, child=child, index=index
-                )
-                for index, child in enumerate(children, start=1)
-            ]
-        )
-        return [
-            await self._store_generated(session_id, f"child_{index}", image)
-            for index, image in enumerate(generated, start=1)
-        ]
-
-    async def _store_generated(
-        self, session_id: str, name: str, image: GeneratedImage
+    async def generate_partner(
+        self, session_id: str, request: RequestKey | None = None
     ) -> StoredImage:
-        if not image.data:
-            raise PreconditionFailed("画像を生成できませんでした。", code="image_generation_failed")
-        return await self._record(session_id, name, image.data, image.content_type, image.meta)
+        async with open_turn(
+            self._sessions, session_id, request, docs=["profile", "images", "state"]
+        ) as turn:
+            if (earlier := self._earlier(turn)) is not None:
+                return earlier[0]
+            profile = turn.snapshot.doc("profile")
+            partner = profile.get(partner_key(profile))
+            partner = partner if isinstance(partner, dict) else {}
+            parts = [profile.get("partner_face_description"), partner.get("appearance")]
+            description = "。".join(str(p) for p in parts if p)
+            if not description:
+                raise InterviewIncomplete(["partner_face_description"])
+            usage = self._quotas.spend(turn.snapshot.doc("state"), "partner_images")
+            image = await self._brain.partner_image(
+                description=description, gender=partner_gender(profile)
+            )
+            _check_generated(image)
+            return (await self._save(turn, {"partner": image}, Changes().update("state", usage)))[0]
+
+    async def generate_children(
+        self, session_id: str, request: RequestKey | None = None
+    ) -> list[StoredImage]:
+        async with open_turn(
+            self._sessions, session_id, request, docs=["profile", "images", "state"]
+        ) as turn:
+            if (earlier := self._earlier(turn)) is not None:
+                return earlier
+            profile, images = turn.snapshot.doc("profile"), turn.snapshot.doc("images")
+            children = [
+                c
+                for c in profile.get("children_info") or []
+                if isinstance(c, dict) and c.get("name")
+            ]
+            if not children:
+                raise InterviewIncomplete(["children_info"])
+            for needed, code in (
+                ("user", "user_photo_missing"),
+                ("partner", "partner_image_missing"),
+            ):
+                if needed not in images:
+                    raise PreconditionFailed(
+                        "先にあなたの写真をアップロードしてください。"
+                        if needed == "user"
+                        else "先にパートナーの画像を生成してください。",
+                        code=code,
+                    )
+            usage = self._quotas.spend(turn.snapshot.doc("state"), "child_image_rounds")
+            user_photo = await read_all(await self._blobs.open(key=images["user"]["key"]))
+            partner_img = await read_all(await self._blobs.open(key=images["partner"]["key"]))
+            # Children are drawn side by side: one model latency for the whole family.
+            generated = await _all_or_none(
+                [
+                    self._brain.child_image(
+                        user_photo=user_photo, partner_image=partner_img, child=child, index=index
+                    )
+                    for index, child in enumerate(children, start=1)
+                ]
+            )
+            for image in generated:
+                _check_generated(image)
+            named = {f"child_{i}": image for i, image in enumerate(generated, start=1)}
+            return await self._save(turn, named, Changes().update("state", usage))
+
+    async def _index(self, session_id: str) -> JSONDict:
+        snap = await self._sessions.load(session_id=session_id, docs=["images"])
+        return snap.doc("images")
 
     async def open_image(self, session_id: str, name: str) -> tuple[JSONDict, BlobReader]:
-        _, images = await self._index(session_id)
-        entry = images.get(check_image_name(name))
+        entry = (await self._index(session_id)).get(check_image_name(name))
         if entry is None:
             raise ImageNotFound(name)
         return entry, await self._blobs.open(key=entry["key"])
 
     async def presigned(self, session_id: str, name: str, expires_in: int) -> str | None:
-        _, images = await self._index(session_id)
-        entry = images.get(check_image_name(name))
+        entry = (await self._index(session_id)).get(check_image_name(name))
         if entry is None:
             raise ImageNotFound(name)
         return await self._blobs.presigned_url(key=entry["key"], expires_in=expires_in)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_generated(image: GeneratedImage) -> None:
+    if not image.data:
+        raise PreconditionFailed("画像を生成できませんでした。", code="image_generation_failed")

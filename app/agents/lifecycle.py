@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from app.agents.errors import IdempotencyKeyReused
 from app.agents.family import family_status
 from app.agents.hera import INCOMPLETE
 from app.agents.profile import missing_fields
+from app.agents.turns import RequestKey
 from app.repositories.base import (
     BlobRepository,
     JSONDict,
@@ -19,8 +21,16 @@ class SessionLifecycle:
         self._sessions = sessions
         self._blobs = blobs
 
-    async def create(self) -> SessionMeta:
-        return await self._sessions.create()
+    async def create(self, request: RequestKey | None = None) -> SessionMeta:
+        """A new session; a retry with the same request key gets the same session back."""
+        if request is None:
+            return await self._sessions.create()
+        meta, earlier = await self._sessions.create_once(
+            request_key=request.key, fingerprint=request.fingerprint
+        )
+        if earlier is not None and earlier != request.fingerprint:
+            raise IdempotencyKeyReused
+        return meta
 
     async def summary(self, session_id: str) -> JSONDict:
         """Timestamps, interview and family status, image names: one read, all documents."""

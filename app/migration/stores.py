@@ -20,6 +20,7 @@ from app.repositories.base import (
     BlobInfo,
     BlobNotFound,
     BlobRepository,
+    Changes,
     DocName,
     LogName,
     SessionExists,
@@ -31,7 +32,6 @@ from app.repositories.base import (
 T = TypeVar("T")
 ALL_DOCS: Final = cast(tuple[DocName, ...], DOC_NAMES)
 ALL_LOGS: Final = cast(tuple[LogName, ...], LOG_NAMES)
-APPEND_BATCH: Final = 500  # entries per append: bounded script arguments on Redis
 
 
 # ------------------------------------------------------------------------------ writer
@@ -62,14 +62,14 @@ async def write_session(
         )
     except SessionExists:
         return False
+    changes = Changes()
+    for name, fields in docs.items():
+        if fields:
+            changes.update(cast(DocName, name), fields)
+    for log_name, entries in record.logs.items():
+        changes.append(cast(LogName, log_name), entries)
     try:
-        for name, fields in docs.items():
-            if fields:
-                await sessions.update(session_id=sid, doc=cast(DocName, name), fields=fields)
-        for log_name, entries in record.logs.items():
-            for start in range(0, len(entries), APPEND_BATCH):
-                batch = entries[start : start + APPEND_BATCH]
-                await sessions.append(session_id=sid, log=cast(LogName, log_name), entries=batch)
+        await sessions.commit(session_id=sid, changes=changes)  # all of it, or nothing
     except BaseException:
         # A half-written session would be skipped by the next run: remove it so it is retried.
         with suppress(Exception):

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .base import DOC_NAMES, LOG_NAMES, InvalidId, JSONDict
+from .base import DOC_NAMES, LOG_NAMES, Changes, InvalidId, JSONDict, check_request_key
 
 
 def check_doc(name: str) -> str:
@@ -60,3 +60,17 @@ def check_storable(value: Any) -> None:
             check_storable(item)
     else:
         raise ValueError(f"{type(value).__name__} is not a JSON value")
+
+
+def check_changes(changes: Changes) -> Changes:
+    """Every part of a unit of work checked before anything of it is written."""
+    for doc, fields in changes.docs.items():
+        check_doc(doc)
+        check_fields(fields)
+    for log, entries in changes.logs.items():
+        check_log(log)
+        check_entries(entries)
+    for key, record in changes.requests.items():
+        check_request_key(key)
+        check_fields(record)
+    return changes

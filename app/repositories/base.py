@@ -51,11 +51,18 @@ class SessionExists(RepositoryError):
 
 
 class SessionBusy(RepositoryError):
-    """Another turn holds the session's lock and did not release it in time."""
+    """Another turn holds the session's lock and did not release it in time.
+
+    `same_request` is True when that holder took the lock with the same `tag` as the waiter
+    (a retry of a request that is still running)."""
+
+    def __init__(self, session_id: str, *, same_request: bool = False) -> None:
+        super().__init__(session_id)
+        self.same_request = same_request
 
 
 class LockLost(RepositoryError):
-    """The lock expired or was taken over while the holder still worked."""
+    """A fenced commit found the lock expired or taken over: nothing was written."""
 
 
 class BlobNotFound(RepositoryError):
@@ -135,17 +142,69 @@ class SessionMeta:
 
 @dataclass(slots=True)
 class SessionSnapshot:
-    """What `load` returns: copies, never live references into a store."""
+    """What `load` returns: copies, never live references into a store. `request` is the
+    record stored under the `request_key` that `load` was asked for (None: none stored)."""
 
     meta: SessionMeta
     docs: dict[str, JSONDict] = field(default_factory=dict)
     logs: dict[str, list[JSONDict]] = field(default_factory=dict)
+    request: JSONDict | None = None
 
     def doc(self, name: DocName) -> JSONDict:
         return self.docs.get(name, {})
 
     def log(self, name: LogName) -> list[JSONDict]:
         return self.logs.get(name, [])
+
+
+_REQUEST_KEY_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_request_key(key: str) -> str:
+    """A request (idempotency) key: 1-64 of [A-Za-z0-9_-], safe as a field or a file name."""
+    if not isinstance(key, str) or not _REQUEST_KEY_RE.match(key):
+        raise InvalidId("request key must be 1-64 of A-Z, a-z, 0-9, '_' and '-'")
+    return key
+
+
+@dataclass(slots=True)
+class Changes:
+    """One unit of work: everything a turn changes, committed in one atomic step.
+
+    `docs` holds top-level field updates per document (None deletes a field), `logs` the
+    entries appended per log, `requests` the records of the requests this commit answers
+    (idempotency), stored with the session and read back by `load(request_key=...)`.
+    """
+
+    docs: dict[str, JSONDict] = field(default_factory=dict)
+    logs: dict[str, list[JSONDict]] = field(default_factory=dict)
+    requests: dict[str, JSONDict] = field(default_factory=dict)
+
+    def update(self, doc: DocName, fields: Mapping[str, Any]) -> Changes:
+        self.docs.setdefault(doc, {}).update(fields)
+        return self
+
+    def append(self, log: LogName, entries: Sequence[JSONDict]) -> Changes:
+        self.logs.setdefault(log, []).extend(entries)
+        return self
+
+    def remember(self, key: str, record: JSONDict) -> Changes:
+        self.requests[check_request_key(key)] = record
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.docs or self.logs or self.requests)
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """Proof of holding a session's lock, handed to `commit` as its fence."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def token(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,20 +229,27 @@ class BlobReader(Protocol):
 # --------------------------------------------------------------------------------- ports
 @runtime_checkable
 class SessionRepository(Protocol):
-    """Sessions: metadata, JSON documents, append-only logs, a per-session lock.
+    """Sessions: metadata, JSON documents, append-only logs, request records, a lock.
 
     Semantics every adapter meets (the contract suite proves each):
     - ids are canonical UUID4 strings; anything else raises InvalidId before any I/O.
     - a session lives `ttl` seconds after its last write; every write refreshes the expiry
       of all its parts together. An expired session behaves exactly like a deleted one.
     - reads and writes of a missing session raise SessionNotFound (writes never resurrect).
-    - `update` merges top-level fields into one document (None deletes a field) and leaves
-      other fields and other parts untouched.
-    - `append` adds entries at the end of a log in order; its cost does not depend on the
-      log's length. Entries come back in insertion order.
-    - `lock` is exclusive across tasks, processes and machines. It waits at most `wait`
-      seconds (default from settings), then raises SessionBusy. A holder that dies frees
+    - `commit` applies one `Changes` atomically: every part or none, even when the process
+      dies in the middle. Document updates merge top-level fields (None deletes a field) and
+      leave other fields and parts alone; log entries are added at the end in order, at a
+      cost independent of the log's length. Given a `lease`, the commit is fenced: when that
+      lease is no longer the lock's holder (expired, taken over, released) it raises
+      LockLost and writes nothing, checked inside the same atomic step.
+    - `load(request_key=k)` also returns the record a commit stored under `k`; records
+      live and expire with their session.
+    - `lock` is exclusive across tasks, processes and machines and yields a Lease. It waits
+      at most `wait` seconds (default from settings), then raises SessionBusy (with
+      `same_request` when the holder locked with the same `tag`). A holder that dies frees
       the lock when its expiry passes; a live holder keeps it alive for as long as it runs.
+    - `create_once(request_key=k)` is idempotent per `k`: a second call with the same key
+      returns the first session's meta (while it lives) and the first call's fingerprint.
     - `delete` removes every part; returns False when there was nothing to delete.
     - `iter_ids` streams ids without loading them all.
     """
@@ -198,6 +264,15 @@ class SessionRepository(Protocol):
         """A new session; `session_id`/`created_at` are for imports (SessionExists if taken)."""
         ...
 
+    async def create_once(
+        self, *, request_key: str, fingerprint: str, owner_id: str | None = None
+    ) -> tuple[SessionMeta, str | None]:
+        """Create a session for a request key, or find the live one it created before.
+
+        Returns the meta and, for a repeat, the fingerprint the key was first used with
+        (None when this call created the session). A key lives as long as its session."""
+        ...
+
     async def exists(self, *, session_id: str) -> bool: ...
 
     async def get_meta(self, *, session_id: str) -> SessionMeta: ...
@@ -208,19 +283,18 @@ class SessionRepository(Protocol):
         session_id: str,
         docs: Sequence[DocName] = ...,
         logs: Sequence[LogName] = ...,
+        request_key: str | None = None,
     ) -> SessionSnapshot: ...
 
-    async def update(self, *, session_id: str, doc: DocName, fields: Mapping[str, Any]) -> None: ...
-
-    async def append(
-        self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]
+    async def commit(
+        self, *, session_id: str, changes: Changes, lease: Lease | None = None
     ) -> None: ...
 
     async def log_length(self, *, session_id: str, log: LogName) -> int: ...
 
     def lock(
-        self, *, session_id: str, wait: float | None = None
-    ) -> AbstractAsyncContextManager[None]: ...
+        self, *, session_id: str, wait: float | None = None, tag: str | None = None
+    ) -> AbstractAsyncContextManager[Lease]: ...
 
     async def delete(self, *, session_id: str) -> bool: ...
 

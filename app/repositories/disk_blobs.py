@@ -18,8 +18,8 @@ import anyio.to_thread
 
 from ._blobs import CHUNK_SIZE, ChunkReader, KeySpace, as_chunks, found
 from ._codec import dumps, loads
+from ._files import write_atomic
 from .base import BlobInfo, BlobNotFound, BlobReader, InvalidId, StoreUnavailable
-from .file_sessions import write_atomic
 
 T = TypeVar("T")
 

@@ -1,10 +1,17 @@
-"""Sessions as files: one folder per session, one JSON file per document, JSONL logs.
+"""Sessions as files: one folder per session, every change one line of its journal.
 
-Layout under the root:  <id>/meta.json  <id>/<doc>.json  <id>/<log>.jsonl  .locks/<id>.lock
-Documents and meta are replaced atomically (temp file + fsync + os.replace); a log append is a
-single write of the new lines, so its cost is independent of the log's length. A short flock on
-`<id>/.write` serialises writers of one session across processes, and that file's mtime is the
-session's `updated_at` (touching it costs no data write).
+Layout under the root:
+    <id>/meta.json       created once (id, timestamps, owner)
+    <id>/journal.jsonl   one line per commit: {"d": doc field updates, "l": log entries,
+                         "r": request records}; a load folds the lines in order
+    <id>/.write          flocked by each commit; its mtime is the session's `updated_at`
+    .locks/<id>.lock     the turn lock (flock), holding the holder's request tag
+    .requests/<key>      which session a `create_once` key made
+
+A commit is one `append_line` (a single write, synced), so a crash leaves the turn either
+whole or absent: a torn last line does not parse and is skipped, and the next commit starts
+on a fresh line. Sessions written by earlier versions keep their `<doc>.json` and
+`<log>.jsonl` files as the base that the journal is folded onto.
 """
 
 from __future__ import annotations
@@ -18,20 +25,26 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio.to_thread
 
-from ._checks import check_doc, check_entries, check_fields, check_log
-from ._codec import dumps, loads, loads_lines, merge_fields, meta_from_dict, meta_to_dict
+from ._checks import check_changes, check_doc, check_log
+from ._codec import dumps, loads, merge_fields, meta_from_dict, meta_to_dict
+from ._files import append_line, read_jsonl, read_small, write_atomic
 from .base import (
     DOC_NAMES,
+    Changes,
     DocName,
+    InvalidId,
     JSONDict,
+    Lease,
+    LockLost,
     LogName,
     SessionBusy,
     SessionExists,
@@ -39,6 +52,7 @@ from .base import (
     SessionNotFound,
     SessionSnapshot,
     StoreUnavailable,
+    check_request_key,
     check_session_id,
     is_session_id,
 )
@@ -46,65 +60,15 @@ from .base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
-_READ_SIZE = 64 * 1024
+_JOURNAL: Final = "journal.jsonl"
+_LAYOUT: Final = "journal"  # meta.json marker of sessions that keep everything in the journal
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file so a crash leaves either the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # The data is on disk before the rename, so the name points at a whole file either
-        # way. The directory is not fsynced: after a power cut the old version may be back,
-        # which the contract allows ("old or new state"), and it saves a flush per write.
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_small(path: Path | str) -> bytes:
-    """A whole (small) file: open, one read, close. Each system call here releases and
-    retakes the GIL, a costly hand-over when the event loop is busy, so there is no fstat: a
-    64 KiB read covers every session file but a long log, which reads on to the end. A read
-    shorter than asked is taken as the end of the file, as POSIX promises for regular files
-    on local file systems (the README's HERA_DATA_DIR row asks for one)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(fd, _READ_SIZE)
-        if len(data) == _READ_SIZE:
-            chunks = [data]
-            while chunk := os.read(fd, _READ_SIZE):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> list[JSONDict]:
-    try:
-        raw = read_small(path)
-    except FileNotFoundError:
-        return []
-    whole = loads_lines(raw)
-    if whole is not None and all(isinstance(e, dict) for e in whole):
-        return whole  # the common case: every line whole, parsed in one go
-    entries: list[JSONDict] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(loads(line))
-        except ValueError:
-            # Only a crash in the middle of an append can leave a torn line; skip it.
-            log.warning("skipping unreadable line %d of %s", number, path.name)
-    return entries
+@dataclass
+class _FileLease:
+    session_id: str
+    token: str
+    active: bool = True
 
 
 class FileSessionRepository:
@@ -115,12 +79,15 @@ class FileSessionRepository:
         ttl_seconds: int = 86400,
         lock_wait_seconds: float = 15.0,
         clock: Callable[[], float] = time.time,
+        sync: bool = True,
     ) -> None:
         self._root = root.resolve()
         self._ttl = ttl_seconds
         self._wait = lock_wait_seconds
         self._clock = clock
+        self._sync = sync
         (self._root / ".locks").mkdir(parents=True, exist_ok=True)
+        (self._root / ".requests").mkdir(exist_ok=True)
 
     # ---------------------------------------------------------------- paths and helpers
     def _dir(self, session_id: str) -> Path:
@@ -136,11 +103,13 @@ class FileSessionRepository:
         except OSError as exc:
             raise StoreUnavailable("sessions", type(exc).__name__) from exc
 
-    def _read_meta(self, folder: Path) -> SessionMeta:
+    def _read_meta_raw(self, folder: Path) -> tuple[SessionMeta, bool]:
+        """The live session's meta and whether it keeps everything in its journal."""
         try:
-            meta = meta_from_dict(loads(read_small(folder / "meta.json")))
+            raw = loads(read_small(folder / "meta.json"))
         except (FileNotFoundError, NotADirectoryError):
             raise SessionNotFound(folder.name) from None
+        meta = meta_from_dict(raw)
         try:
             touched = datetime.fromtimestamp((folder / ".write").stat().st_mtime, UTC)
             meta = SessionMeta(meta.session_id, meta.created_at, touched, meta.owner_id)
@@ -149,7 +118,10 @@ class FileSessionRepository:
         expires = meta.updated_at + timedelta(seconds=self._ttl)
         if expires.timestamp() <= self._clock():
             raise SessionNotFound(folder.name)
-        return meta
+        return meta, raw.get("layout") == _LAYOUT
+
+    def _read_meta(self, folder: Path) -> SessionMeta:
+        return self._read_meta_raw(folder)[0]
 
     @contextlib.contextmanager
     def _writing(self, folder: Path) -> Iterator[SessionMeta]:
@@ -175,25 +147,63 @@ class FileSessionRepository:
         created_at: datetime | None = None,
     ) -> SessionMeta:
         meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
-        sid = meta.session_id
-
-        def _create() -> None:
-            folder = self._dir(sid)
-            try:
-                folder.mkdir(mode=0o700)  # atomic: exactly one creator wins
-            except FileExistsError:
-                try:
-                    self._read_meta(folder)
-                except SessionNotFound:
-                    shutil.rmtree(folder, ignore_errors=True)  # expired leftovers
-                    folder.mkdir(mode=0o700)
-                else:
-                    raise SessionExists(sid) from None
-            write_atomic(folder / "meta.json", dumps(meta_to_dict(meta)).encode())
-            (folder / ".write").touch(mode=0o600)
-
-        await self._run(_create)
+        await self._run(self._create, meta)
         return meta
+
+    def _create(self, meta: SessionMeta) -> None:
+        folder = self._dir(meta.session_id)
+        try:
+            folder.mkdir(mode=0o700)  # atomic: exactly one creator wins
+        except FileExistsError:
+            try:
+                self._read_meta(folder)
+            except SessionNotFound:
+                shutil.rmtree(folder, ignore_errors=True)  # expired leftovers
+                folder.mkdir(mode=0o700)
+            else:
+                raise SessionExists(meta.session_id) from None
+        record = {**meta_to_dict(meta), "layout": _LAYOUT}
+        write_atomic(folder / "meta.json", dumps(record).encode())
+        (folder / ".write").touch(mode=0o600)
+
+    async def create_once(
+        self, *, request_key: str, fingerprint: str, owner_id: str | None = None
+    ) -> tuple[SessionMeta, str | None]:
+        claim = self._root / ".requests" / check_request_key(request_key)
+
+        def _create_once() -> tuple[SessionMeta, str | None]:
+            # The claim is a hard link to a whole file (atomic, never overwrites); the loser
+            # of a race deletes the session it made and answers with the winner's.
+            mine: SessionMeta | None = None
+            tmp = claim.with_name(f".{claim.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                for _ in range(4):
+                    try:
+                        earlier = loads(read_small(claim))
+                        found = self._read_meta(self._dir(earlier["session_id"]))
+                    except FileNotFoundError:
+                        pass  # nobody claimed the key yet
+                    except (SessionNotFound, InvalidId, KeyError, TypeError, ValueError):
+                        claim.unlink(missing_ok=True)  # its session is gone: a stale claim
+                    else:
+                        if mine is not None:
+                            self._delete(self._dir(mine.session_id))
+                        return found, str(earlier.get("fp", ""))
+                    if mine is None:
+                        mine = SessionMeta.new(session_id=None, created_at=None, owner_id=owner_id)
+                        self._create(mine)
+                        record = {"session_id": mine.session_id, "fp": fingerprint}
+                        tmp.write_bytes(dumps(record).encode())
+                    try:
+                        os.link(tmp, claim)
+                        return mine, None
+                    except FileExistsError:
+                        continue
+                raise StoreUnavailable("sessions", "request key kept changing hands")
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        return await self._run(_create_once)
 
     async def exists(self, *, session_id: str) -> bool:
         try:
@@ -211,75 +221,62 @@ class FileSessionRepository:
         session_id: str,
         docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
         logs: Sequence[LogName] = (),
+        request_key: str | None = None,
     ) -> SessionSnapshot:
         folder = self._dir(session_id)
         doc_names = [check_doc(d) for d in docs]
         log_names = [check_log(lg) for lg in logs]
+        wanted = check_request_key(request_key) if request_key is not None else None
 
         def _load() -> SessionSnapshot:
-            meta = self._read_meta(folder)
+            meta, journal_only = self._read_meta_raw(folder)
             snap = SessionSnapshot(meta=meta)
             for name in doc_names:
-                try:
-                    snap.docs[name] = loads(read_small(folder / f"{name}.json"))
-                except FileNotFoundError:
-                    snap.docs[name] = {}
+                snap.docs[name] = {} if journal_only else _read_doc(folder / f"{name}.json")
             for name in log_names:
-                snap.logs[name] = read_jsonl(folder / f"{name}.jsonl")
+                snap.logs[name] = [] if journal_only else read_jsonl(folder / f"{name}.jsonl")
+            for record in read_jsonl(folder / _JOURNAL):
+                _fold(snap, record, wanted)
             return snap
 
         return await self._run(_load)
 
-    async def update(self, *, session_id: str, doc: DocName, fields: Mapping[str, Any]) -> None:
+    async def commit(
+        self, *, session_id: str, changes: Changes, lease: Lease | None = None
+    ) -> None:
         folder = self._dir(session_id)
-        path = folder / f"{check_doc(doc)}.json"
-        payload = dict(check_fields(fields))
+        record: JSONDict = {}
+        for short, part in (("d", changes.docs), ("l", changes.logs), ("r", changes.requests)):
+            if part:
+                record[short] = part
+        check_changes(changes)
+        line = (dumps(record) + "\n").encode()
 
-        def _update() -> None:
+        def _commit() -> None:
             with self._writing(folder):
-                try:
-                    current = loads(read_small(path))
-                except FileNotFoundError:
-                    current = {}
-                write_atomic(path, dumps(merge_fields(current, payload)).encode())
+                # The fence: a lease that was released (its turn ended or failed) or that
+                # belongs to another session may not write. A live flock cannot be lost.
+                if lease is not None and not (
+                    isinstance(lease, _FileLease)
+                    and lease.active
+                    and lease.session_id == folder.name
+                ):
+                    raise LockLost(folder.name)
+                append_line(folder / _JOURNAL, line, sync=self._sync)
 
-        await self._run(_update)
-
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
-        folder = self._dir(session_id)
-        path = folder / f"{check_log(log)}.jsonl"
-        data = "".join(dumps(e) + "\n" for e in check_entries(entries)).encode()
-
-        def _append() -> None:
-            with self._writing(folder):
-                # One O_APPEND write: another process or a killed writer never tears it.
-                # No fsync: a power cut may drop the newest lines (a torn tail is skipped
-                # on read), and it would cost a journal flush on every chat message.
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
-
-        await self._run(_append)
+        await self._run(_commit)
 
     async def log_length(self, *, session_id: str, log: LogName) -> int:
-        folder = self._dir(session_id)
-        name = check_log(log)
-
-        def _length() -> int:
-            self._read_meta(folder)
-            return len(read_jsonl(folder / f"{name}.jsonl"))
-
-        return await self._run(_length)
+        snap = await self.load(session_id=session_id, docs=[], logs=[log])
+        return len(snap.log(log))
 
     def lock(
-        self, *, session_id: str, wait: float | None = None
-    ) -> AbstractAsyncContextManager[None]:
-        return self._locked(check_session_id(session_id), self._wait if wait is None else wait)
+        self, *, session_id: str, wait: float | None = None, tag: str | None = None
+    ) -> AbstractAsyncContextManager[Lease]:
+        return self._locked(check_session_id(session_id), self._wait if wait is None else wait, tag)
 
     @asynccontextmanager
-    async def _locked(self, session_id: str, wait: float) -> AsyncIterator[None]:
+    async def _locked(self, session_id: str, wait: float, tag: str | None) -> AsyncIterator[Lease]:
         # flock is tied to this open file description: another task, process or a crashed
         # holder's successor is excluded, and the kernel frees it when the holder dies.
         path = self._root / ".locks" / f"{session_id}.lock"
@@ -292,6 +289,7 @@ class FileSessionRepository:
 
         # Creating the file is disk I/O (a journal write the first time): keep it off the loop.
         fd = await self._run(_open)
+        lease = _FileLease(session_id, uuid.uuid4().hex)
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -300,31 +298,42 @@ class FileSessionRepository:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise SessionBusy(session_id) from None
+                        holder = await self._run(os.pread, fd, 64, 0) if tag else b""
+                        same = tag is not None and holder == tag.encode()
+                        raise SessionBusy(session_id, same_request=same) from None
                     await asyncio.sleep(_POLL_SECONDS)
-            yield
+            if tag:  # who holds it, for a waiter that gives up (a retry of this request?)
+                await self._run(_write_tag, fd, tag.encode())
+            yield lease
         finally:
+            lease.active = False
+            if tag:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # metadata only, no data to flush
             os.close(fd)
 
     async def delete(self, *, session_id: str) -> bool:
         folder = self._dir(session_id)
 
         def _delete() -> bool:
-            trash = self._root / f".trash-{folder.name}-{uuid.uuid4().hex}"
             try:
+                self._read_meta(folder)
                 alive = True
-                try:
-                    self._read_meta(folder)
-                except SessionNotFound:
-                    alive = False
-                folder.rename(trash)  # the session vanishes in one step
-            except FileNotFoundError:
-                return False
-            shutil.rmtree(trash, ignore_errors=True)
-            (self._root / ".locks" / f"{folder.name}.lock").unlink(missing_ok=True)
-            return alive
+            except SessionNotFound:
+                alive = False  # expired: its files still go
+            return self._delete(folder) and alive
 
         return await self._run(_delete)
+
+    def _delete(self, folder: Path) -> bool:
+        trash = self._root / f".trash-{folder.name}-{uuid.uuid4().hex}"
+        try:
+            folder.rename(trash)  # the session vanishes in one step
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(trash, ignore_errors=True)
+        (self._root / ".locks" / f"{folder.name}.lock").unlink(missing_ok=True)
+        return True
 
     async def iter_ids(self) -> AsyncIterator[str]:
         # Directory iteration in batches, each read off the loop: streams, never loads all.
@@ -343,7 +352,8 @@ class FileSessionRepository:
         Expired sessions already read as deleted; this reclaims their disk space. A folder
         without meta.json is a `create` in progress (or one a crash interrupted): it is only
         removed once it is older than the TTL. Each check runs under the session's write
-        flock, so no write lands in a folder while it is being removed.
+        flock, so no write lands in a folder while it is being removed. Request-key claims
+        whose session is gone go too.
         """
 
         def _expired(folder: Path) -> bool:
@@ -372,19 +382,30 @@ class FileSessionRepository:
                     if not folder.is_dir() or not _expired(folder):
                         continue
                     if not dry_run:
-                        trash = self._root / f".trash-{name}-{uuid.uuid4().hex}"
-                        folder.rename(trash)  # the session vanishes in one step
-                        shutil.rmtree(trash, ignore_errors=True)
-                        (self._root / ".locks" / f"{name}.lock").unlink(missing_ok=True)
+                        self._delete(folder)
                     pruned.append(name)
                 except FileNotFoundError:
                     continue  # deleted by someone else meanwhile
                 finally:
                     if fd is not None:
                         os.close(fd)
+            if not dry_run:
+                self._prune_claims()
             return pruned
 
         return await self._run(_prune)
+
+    def _prune_claims(self) -> None:
+        with os.scandir(self._root / ".requests") as entries:
+            for entry in entries:
+                try:
+                    sid = loads(read_small(entry.path))["session_id"]
+                    alive = is_session_id(sid) and (self._root / sid / "meta.json").exists()
+                except (OSError, ValueError, KeyError, TypeError):
+                    alive = False
+                if not alive:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     async def ping(self) -> None:
         def _ping() -> None:
@@ -395,3 +416,30 @@ class FileSessionRepository:
 
     async def aclose(self) -> None:
         return None
+
+
+def _read_doc(path: Path) -> JSONDict:
+    try:
+        doc: JSONDict = loads(read_small(path))
+    except FileNotFoundError:
+        return {}
+    return doc
+
+
+def _write_tag(fd: int, tag: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, tag, 0)
+
+
+def _fold(snap: SessionSnapshot, record: Any, request_key: str | None) -> None:
+    """One journal line onto a snapshot: only the parts the snapshot was asked for."""
+    if not isinstance(record, dict):
+        return
+    for name, fields in (record.get("d") or {}).items():
+        if name in snap.docs:
+            snap.docs[name] = merge_fields(snap.docs[name], fields)
+    for name, entries in (record.get("l") or {}).items():
+        if name in snap.logs:
+            snap.logs[name].extend(entries)
+    if request_key is not None and request_key in (record.get("r") or {}):
+        snap.request = record["r"][request_key]

@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
-from ._checks import check_doc, check_entries, check_fields, check_log
+from ._checks import check_changes, check_doc, check_log
 from ._codec import merge_fields
 from .base import (
     DOC_NAMES,
+    Changes,
     DocName,
     JSONDict,
+    Lease,
+    LockLost,
     LogName,
     SessionBusy,
     SessionExists,
     SessionMeta,
     SessionNotFound,
     SessionSnapshot,
+    check_request_key,
     check_session_id,
     utcnow,
 )
@@ -34,6 +38,13 @@ class _Entry:
     expires_at: float
     docs: dict[str, JSONDict] = field(default_factory=dict)
     logs: dict[str, list[JSONDict]] = field(default_factory=dict)
+    requests: dict[str, JSONDict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Lease:
+    session_id: str
+    token: str
 
 
 class MemorySessionRepository:
@@ -51,6 +62,8 @@ class MemorySessionRepository:
         self._clock = clock
         self._data: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, tuple[str, str | None]] = {}  # session -> (token, tag)
+        self._created: dict[str, tuple[str, str]] = {}  # request key -> (session, fingerprint)
 
     def _live(self, session_id: str) -> _Entry:
         entry = self._data.get(check_session_id(session_id))
@@ -58,10 +71,6 @@ class MemorySessionRepository:
             self._data.pop(session_id, None)
             raise SessionNotFound(session_id)
         return entry
-
-    def _touch(self, entry: _Entry) -> None:
-        entry.meta = replace(entry.meta, updated_at=utcnow())
-        entry.expires_at = self._clock() + self._ttl
 
     async def create(
         self,
@@ -75,6 +84,16 @@ class MemorySessionRepository:
             raise SessionExists(meta.session_id)
         self._data[meta.session_id] = _Entry(meta, self._clock() + self._ttl)
         return meta
+
+    async def create_once(
+        self, *, request_key: str, fingerprint: str, owner_id: str | None = None
+    ) -> tuple[SessionMeta, str | None]:
+        earlier = self._created.get(check_request_key(request_key))
+        if earlier is not None and await self.exists(session_id=earlier[0]):
+            return self._live(earlier[0]).meta, earlier[1]
+        meta = await self.create(owner_id=owner_id)
+        self._created[request_key] = (meta.session_id, fingerprint)
+        return meta, None
 
     async def exists(self, *, session_id: str) -> bool:
         try:
@@ -92,47 +111,62 @@ class MemorySessionRepository:
         session_id: str,
         docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
         logs: Sequence[LogName] = (),
+        request_key: str | None = None,
     ) -> SessionSnapshot:
         entry = self._live(session_id)
+        request = None
+        if request_key is not None:
+            request = copy.deepcopy(entry.requests.get(check_request_key(request_key)))
         return SessionSnapshot(
             meta=entry.meta,
             docs={d: copy.deepcopy(entry.docs.get(check_doc(d), {})) for d in docs},
             logs={lg: copy.deepcopy(entry.logs.get(check_log(lg), [])) for lg in logs},
+            request=request,
         )
 
-    async def update(self, *, session_id: str, doc: DocName, fields: Mapping[str, Any]) -> None:
-        check_doc(doc)
-        check_fields(fields)
+    async def commit(
+        self, *, session_id: str, changes: Changes, lease: Lease | None = None
+    ) -> None:
+        check_changes(changes)
         entry = self._live(session_id)
-        entry.docs[doc] = merge_fields(entry.docs.get(doc, {}), copy.deepcopy(dict(fields)))
-        self._touch(entry)
-
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
-        check_log(log)
-        check_entries(entries)
-        entry = self._live(session_id)
-        items = entry.logs.setdefault(log, [])
-        items.extend(copy.deepcopy(list(entries)))
-        self._touch(entry)
+        if lease is not None and self._holders.get(session_id, ("",))[0] != lease.token:
+            raise LockLost(session_id)
+        staged = copy.deepcopy(changes)
+        for doc, fields in staged.docs.items():
+            entry.docs[doc] = merge_fields(entry.docs.get(doc, {}), fields)
+        for log, entries in staged.logs.items():
+            entry.logs.setdefault(log, []).extend(entries)
+        entry.requests.update(staged.requests)
+        entry.meta = replace(entry.meta, updated_at=utcnow())
+        entry.expires_at = self._clock() + self._ttl
 
     async def log_length(self, *, session_id: str, log: LogName) -> int:
         check_log(log)
         return len(self._live(session_id).logs.get(log, []))
 
+    def lock(
+        self, *, session_id: str, wait: float | None = None, tag: str | None = None
+    ) -> AbstractAsyncContextManager[Lease]:
+        return self._locked(check_session_id(session_id), wait, tag)
+
     @asynccontextmanager
-    async def _locked(self, session_id: str, wait: float | None) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(check_session_id(session_id), asyncio.Lock())
+    async def _locked(
+        self, session_id: str, wait: float | None, tag: str | None
+    ) -> AsyncIterator[Lease]:
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
         try:
             await asyncio.wait_for(lock.acquire(), self._wait if wait is None else wait)
         except TimeoutError:
-            raise SessionBusy(session_id) from None
+            holder_tag = self._holders.get(session_id, ("", None))[1]
+            same = tag is not None and tag == holder_tag
+            raise SessionBusy(session_id, same_request=same) from None
+        lease = _Lease(session_id, uuid.uuid4().hex)
+        self._holders[session_id] = (lease.token, tag)
         try:
-            yield
+            yield lease
         finally:
+            self._holders.pop(session_id, None)
             lock.release()
-
-    def lock(self, *, session_id: str, wait: float | None = None) -> Any:
-        return self._locked(session_id, wait)
 
     async def delete(self, *, session_id: str) -> bool:
         existed = await self.exists(session_id=session_id)

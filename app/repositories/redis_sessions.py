@@ -1,6 +1,8 @@
-"""Sessions in Redis: `<ns>:{<id>}:meta` hash, `:doc:<name>` hashes, `:log:<name>` lists, `:lock`.
+"""Sessions in Redis: `<ns>:{<id>}:meta` hash, `:doc:<name>` hashes, `:log:<name>` lists,
+`:requests` hash (idempotency records), `:lock` string. `<ns>:req:{<key>}` remembers which
+session a `create_once` key made.
 
-The `{<id>}` hash tag keeps a session in one slot, so its script and MULTIs work on Cluster too.
+The `{<id>}` hash tag keeps a session in one slot, so its scripts work on Cluster too.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import contextlib
 import functools
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -21,13 +25,15 @@ from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._checks import check_doc, check_entries, check_fields, check_log
+from ._checks import check_changes, check_doc, check_log
 from ._codec import dumps, loads, loads_all, meta_from_dict, meta_to_dict
 from .base import (
     DOC_NAMES,
     LOG_NAMES,
+    Changes,
     DocName,
-    JSONDict,
+    InvalidId,
+    Lease,
     LockLost,
     LogName,
     SessionBusy,
@@ -36,6 +42,7 @@ from .base import (
     SessionNotFound,
     SessionSnapshot,
     StoreUnavailable,
+    check_request_key,
     check_session_id,
     is_session_id,
     utcnow,
@@ -47,49 +54,71 @@ R = TypeVar("R")
 
 # BusyLoadingError (a restart) is a ConnectionError; ReadOnlyError means a failover is on.
 _TRANSIENT: Final = (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, OSError)
-_KEYS: Final = ("meta", *(f"doc:{d}" for d in DOC_NAMES), *(f"log:{lg}" for lg in LOG_NAMES))
+_KEYS: Final = (
+    "meta",
+    *(f"doc:{d}" for d in DOC_NAMES),
+    *(f"log:{lg}" for lg in LOG_NAMES),
+    "requests",
+)
 
-# One atomic round trip per write: it refuses a session whose meta is gone (no resurrection)
-# and re-arms the expiry of all data keys together; an append never reads its log. KEYS = _KEYS
-# of one session (declared, so Cluster routes it). ARGV = ttl, updated_at, op, target index in
-# KEYS, payload; an update's payload is field, json ... where '' means HDEL (JSON is never '').
 _CREATE_SCRIPT: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
-_WRITE_LUA: Final = """
+
+# One commit = one atomic script. It refuses a session whose meta is gone (no resurrection)
+# and, when fenced, a lock that no longer holds the caller's token (-2: nothing written);
+# then applies every change and re-arms the expiry of all data keys together. An append
+# never reads its log. KEYS = _KEYS of one session, then its lock key (declared, so Cluster
+# routes it). ARGV = ttl, updated_at, token ('' = unfenced), then groups of
+# (op, key index, n, n items): 'h' HSET n field/value pairs, 'x' HDEL n fields, 'r' RPUSH n.
+_COMMIT_LUA: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local target = KEYS[tonumber(ARGV[4])]
-local result = 0
-if ARGV[3] == 'append' then
-  if #ARGV < 5 then result = redis.call('LLEN', target) end
-  for i = 5, #ARGV, 1000 do  -- chunks keep unpack() within Lua's C stack limit
-    result = redis.call('RPUSH', target, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+if ARGV[3] ~= '' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[3] then return -2 end
+local i = 4
+while i <= #ARGV do
+  local op, target, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  i = i + 3
+  local last = i + n - 1
+  if op == 'h' then last = i + 2 * n - 1 end
+  for j = i, last, 1000 do  -- chunks keep unpack() within Lua's C stack limit
+    local k = math.min(j + 999, last)
+    if op == 'r' then redis.call('RPUSH', target, unpack(ARGV, j, k))
+    elseif op == 'h' then redis.call('HSET', target, unpack(ARGV, j, k))
+    else redis.call('HDEL', target, unpack(ARGV, j, k)) end
   end
-else
-  for i = 5, #ARGV, 2 do
-    if ARGV[i + 1] == '' then redis.call('HDEL', target, ARGV[i])
-    else redis.call('HSET', target, ARGV[i], ARGV[i + 1]) end
-  end
+  i = last + 1
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-return result
+for k = 1, #KEYS - 1 do redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+return 0
 """
 
-# One atomic read of a session: KEYS = meta, the wanted docs, then the wanted logs; ARGV[1] =
-# how many docs. One command and one reply (a MULTI/EXEC of the same costs the client six of
-# each, which the polled status routes feel); an empty meta reply means "no such session".
+# One atomic read of a session: KEYS = meta, the wanted docs, the wanted logs, then (when
+# ARGV[3] names a request key) the requests hash; ARGV = how many docs, how many logs, key.
+# One command and one reply (a MULTI/EXEC of the same costs the client six of each, which
+# the polled status routes feel); an empty meta reply means "no such session".
 _READ_LUA: Final = """
-local docs = tonumber(ARGV[1])
+local docs, logs = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 1, #KEYS do
-  if i <= docs + 1 then out[i] = redis.call('HGETALL', KEYS[i])
-  else out[i] = redis.call('LRANGE', KEYS[i], 0, -1) end
-end
+for i = 1, docs + 1 do out[i] = redis.call('HGETALL', KEYS[i]) end
+for i = docs + 2, docs + 1 + logs do out[i] = redis.call('LRANGE', KEYS[i], 0, -1) end
+if ARGV[3] then out[docs + logs + 2] = redis.call('HGET', KEYS[#KEYS], ARGV[3]) end
 return out
+"""
+
+# Claim a create_once key: set it when absent (or when it still holds `stale`, a claim
+# whose session is gone); otherwise answer the claim that is there. KEYS = the claim key;
+# ARGV = value, ttl, stale value ('' = none).
+_CLAIM_LUA: Final = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or (ARGV[3] ~= '' and current == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return ''
+end
+return current
 """
 
 
@@ -137,6 +166,12 @@ def _guarded(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[A
     return wrapper
 
 
+@dataclass(frozen=True)
+class _RedisLease:
+    session_id: str
+    token: str
+
+
 class RedisSessionRepository:
     def __init__(
         self,
@@ -157,8 +192,9 @@ class RedisSessionRepository:
         self._lock_ttl = lock_ttl_seconds
         self._wait = lock_wait_seconds
         self._ns = namespace
-        self._write = client.register_script(_WRITE_LUA)
+        self._commit = client.register_script(_COMMIT_LUA)
         self._read = client.register_script(_READ_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
 
     def _base(self, session_id: str) -> str:
         return f"{self._ns}:{{{check_session_id(session_id)}}}"
@@ -166,14 +202,6 @@ class RedisSessionRepository:
     def _keys(self, session_id: str) -> list[str]:
         base = self._base(session_id)
         return [f"{base}:{part}" for part in _KEYS]
-
-    async def _run_write(self, session_id: str, op: str, part: str, payload: list[str]) -> int:
-        stamp = utcnow().isoformat(timespec="microseconds")  # fixed width: flat append bytes
-        args: list[str | int] = [self._ttl, stamp, op, _KEYS.index(part) + 1, *payload]
-        result = int(await self._write(keys=self._keys(session_id), args=args))
-        if result < 0:  # the script's "meta key missing"
-            raise SessionNotFound(session_id)
-        return result
 
     @_guarded
     async def create(
@@ -191,6 +219,31 @@ class RedisSessionRepository:
         if not created:
             raise SessionExists(meta.session_id)
         return meta
+
+    @_guarded
+    async def create_once(
+        self, *, request_key: str, fingerprint: str, owner_id: str | None = None
+    ) -> tuple[SessionMeta, str | None]:
+        # The claim key has its own slot (the key's tag), so it is never in one script with
+        # a session's keys: create, then claim; a loser deletes its session and answers with
+        # the winner's. A claim whose session is gone is taken over (compare-and-set).
+        claim_key = f"{self._ns}:req:{{{check_request_key(request_key)}}}"
+        meta = await self.create(owner_id=owner_id)
+        value = dumps({"session_id": meta.session_id, "fp": fingerprint})
+        stale = ""
+        for _ in range(4):
+            current = await self._claim(keys=[claim_key], args=[value, self._ttl, stale])
+            if not current:
+                return meta, None
+            try:
+                earlier = loads(current)
+                found = await self.get_meta(session_id=str(earlier["session_id"]))
+            except (SessionNotFound, InvalidId, KeyError, TypeError, ValueError):
+                stale = current.decode()
+                continue
+            await self.delete(session_id=meta.session_id)
+            return found, str(earlier.get("fp", ""))
+        raise StoreUnavailable("sessions", "request key kept changing hands")
 
     @_guarded
     async def exists(self, *, session_id: str) -> bool:
@@ -213,6 +266,7 @@ class RedisSessionRepository:
         session_id: str,
         docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
         logs: Sequence[LogName] = (),
+        request_key: str | None = None,
     ) -> SessionSnapshot:
         base = self._base(session_id)
         doc_names = [check_doc(d) for d in docs]
@@ -222,26 +276,52 @@ class RedisSessionRepository:
             *(f"{base}:doc:{name}" for name in doc_names),
             *(f"{base}:log:{name}" for name in log_names),
         ]
+        args: list[str | int] = [len(doc_names), len(log_names)]
+        if request_key is not None:
+            keys.append(f"{base}:requests")
+            args.append(check_request_key(request_key))
         # One script: one round trip and a consistent snapshot (no write lands in between).
-        meta_raw, *rest = await self._read(keys=keys, args=[len(doc_names)])
+        meta_raw, *rest = await self._read(keys=keys, args=args)
         snap = SessionSnapshot(meta=self._meta(session_id, _pairs(meta_raw)))
         for name, flat in zip(doc_names, rest, strict=False):  # docs come first
             snap.docs[name] = {k.decode(): loads(v) for k, v in _pairs(flat).items()}
-        for name, items in zip(log_names, rest[len(doc_names) :], strict=True):
+        for name, items in zip(log_names, rest[len(doc_names) :], strict=False):
             snap.logs[name] = loads_all(items)
+        if request_key is not None and len(rest) > len(doc_names) + len(log_names):
+            raw = rest[-1]
+            snap.request = loads(raw) if raw else None
         return snap
 
     @_guarded
-    async def update(self, *, session_id: str, doc: DocName, fields: Mapping[str, Any]) -> None:
-        payload: list[str] = []
-        for name, value in check_fields(fields).items():
-            payload += [name, "" if value is None else dumps(value)]
-        await self._run_write(session_id, "update", f"doc:{check_doc(doc)}", payload)
-
-    @_guarded
-    async def append(self, *, session_id: str, log: LogName, entries: Sequence[JSONDict]) -> None:
-        payload = [dumps(e) for e in check_entries(entries)]
-        await self._run_write(session_id, "append", f"log:{check_log(log)}", payload)
+    async def commit(
+        self, *, session_id: str, changes: Changes, lease: Lease | None = None
+    ) -> None:
+        check_changes(changes)
+        index = {part: number for number, part in enumerate(_KEYS, start=1)}
+        args: list[str | int] = []
+        for doc, fields in changes.docs.items():
+            sets = [x for k, v in fields.items() if v is not None for x in (k, dumps(v))]
+            drops = [k for k, v in fields.items() if v is None]
+            if sets:
+                args += ["h", index[f"doc:{doc}"], len(sets) // 2, *sets]
+            if drops:
+                args += ["x", index[f"doc:{doc}"], len(drops), *drops]
+        for log_name, entries in changes.logs.items():
+            if entries:
+                args += ["r", index[f"log:{log_name}"], len(entries), *map(dumps, entries)]
+        if changes.requests:
+            pairs = [x for k, v in changes.requests.items() for x in (k, dumps(v))]
+            args += ["h", index["requests"], len(pairs) // 2, *pairs]
+        stamp = utcnow().isoformat(timespec="microseconds")  # fixed width: flat append bytes
+        token = lease.token if lease is not None else ""
+        if lease is not None and lease.session_id != session_id:
+            raise LockLost(session_id)
+        keys = [*self._keys(session_id), f"{self._base(session_id)}:lock"]
+        result = int(await self._commit(keys=keys, args=[self._ttl, stamp, token, *args]))
+        if result == -1:
+            raise SessionNotFound(session_id)
+        if result == -2:
+            raise LockLost(session_id)
 
     @_guarded
     async def log_length(self, *, session_id: str, log: LogName) -> int:
@@ -255,29 +335,32 @@ class RedisSessionRepository:
         return int(length)
 
     def lock(
-        self, *, session_id: str, wait: float | None = None
-    ) -> AbstractAsyncContextManager[None]:
+        self, *, session_id: str, wait: float | None = None, tag: str | None = None
+    ) -> AbstractAsyncContextManager[Lease]:
         key = f"{self._base(session_id)}:lock"
-        return self._locked(session_id, key, self._wait if wait is None else wait)
+        return self._locked(session_id, key, self._wait if wait is None else wait, tag)
 
     @asynccontextmanager
-    async def _locked(self, session_id: str, key: str, wait: float) -> AsyncIterator[None]:
+    async def _locked(
+        self, session_id: str, key: str, wait: float, tag: str | None
+    ) -> AsyncIterator[Lease]:
         # A new Lock per use; thread_local=False so the heartbeat task sees the same token.
+        # The token carries the holder's tag, so a waiter that gives up can tell a retry of
+        # a request still running from another turn.
+        token = f"{uuid.uuid4().hex}:{tag or ''}"
         lock = self._client.lock(
             key, timeout=self._lock_ttl, blocking_timeout=wait, thread_local=False
         )
         with _store_errors():
-            acquired = await lock.acquire()
-        if not acquired:
-            raise SessionBusy(session_id)
+            acquired = await lock.acquire(token=token)
+            if not acquired:
+                holder = await self._client.get(key) if tag else None
+                same = isinstance(holder, bytes) and holder.endswith(f":{tag}".encode())
+                raise SessionBusy(session_id, same_request=same)
         stop = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(lock, session_id, stop))
-        failed = False
         try:
-            yield
-        except BaseException:
-            failed = True
-            raise
+            yield _RedisLease(session_id, token)
         finally:
             # A flag, not only cancel(): on 3.11 a cancel that lands while redis-py's own
             # wait_for completes is swallowed, and the heartbeat would renew forever.
@@ -287,7 +370,7 @@ class RedisSessionRepository:
                     heartbeat.cancel()
                     await asyncio.wait({heartbeat}, timeout=0.05)
             finally:
-                await self._release(lock, session_id, quiet=failed)
+                await self._release(lock, session_id)
 
     async def _heartbeat(self, lock: Lock, session_id: str, stop: asyncio.Event) -> None:
         # Re-arm the full TTL every third of it: a long turn keeps the lock, a dead one frees it.
@@ -305,15 +388,14 @@ class RedisSessionRepository:
             except _TRANSIENT as exc:  # keep trying: up to two thirds of the TTL are left
                 log.warning("could not extend lock of session %s: %r", session_id, exc)
 
-    async def _release(self, lock: Lock, session_id: str, *, quiet: bool) -> None:
+    async def _release(self, lock: Lock, session_id: str) -> None:
+        # Never an error: the commit was the fence (a turn whose lock was lost committed
+        # nothing and said so), so a turn that committed is never answered with one.
         try:
             with _store_errors():
-                try:
-                    await lock.release()
-                except rx.LockNotOwnedError:
-                    log.warning("lock of session %s expired before its turn ended", session_id)
-                    if not quiet and await lock.locked():  # another turn ran meanwhile
-                        raise LockLost(session_id) from None
+                await lock.release()
+        except rx.LockNotOwnedError:
+            log.warning("lock of session %s expired before its turn ended", session_id)
         except StoreUnavailable as exc:  # the key expires by itself within one lock TTL
             log.warning("could not release lock of session %s: %s", session_id, exc)
 

@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.agents.family import FamilyView
-from app.deps import FamilyDep, SessionIdDep
+from app.agents.turns import RequestKey
+from app.deps import FamilyDep, IdempotencyKeyDep, SessionIdDep, rate_limit
 from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
 from app.schemas import (
     BODY_ERRORS,
+    LIMIT_ERRORS,
     LLM_ERRORS,
     SESSION_ERRORS,
     ConflictResponse,
@@ -55,15 +57,18 @@ async def family_status(session_id: SessionIdDep, family: FamilyDep) -> ShapedJS
         *SESSION_ERRORS,
         *BODY_ERRORS,
         *LLM_ERRORS,
+        *LIMIT_ERRORS,
         descriptions={
             409: "The interview is incomplete (`interview_incomplete`, with `missing_fields`), "
-            "or another turn is running (`session_busy`)"
+            "or another turn is running (`session_busy`, `request_in_progress`)"
         },
         models={409: ConflictResponse},
     ),
+    dependencies=[rate_limit("turns")],
 )
 async def family_message(
-    session_id: SessionIdDep, body: MessageRequest, family: FamilyDep
+    session_id: SessionIdDep, body: MessageRequest, family: FamilyDep, key: IdempotencyKeyDep
 ) -> dict[str, Any]:
-    result = await family.handle_message(session_id, body.message)
+    request = RequestKey.of(key, "family_message", body.message)
+    result = await family.handle_message(session_id, body.message, request)
     return {"reply": result.reply, **_body(result.view)}

@@ -9,9 +9,11 @@ from fastapi import APIRouter, File, Path, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from app.agents.images import StoredImage, check_image_name
-from app.deps import ImagesDep, SessionIdDep, SettingsDep
+from app.agents.turns import RequestKey
+from app.deps import IdempotencyKeyDep, ImagesDep, SessionIdDep, SettingsDep, rate_limit
 from app.schemas import (
     BODY_ERRORS,
+    LIMIT_ERRORS,
     LLM_ERRORS,
     SESSION_ERRORS,
     ChildImagesResponse,
@@ -31,7 +33,11 @@ _IMAGE_ERRORS = {
     504: "The image model timed out (`llm_timeout`)",
 }
 _GENERATE_ERRORS = error_responses(
-    *SESSION_ERRORS, *LLM_ERRORS, descriptions=_IMAGE_ERRORS, models={409: ConflictResponse}
+    *SESSION_ERRORS,
+    *LLM_ERRORS,
+    *LIMIT_ERRORS,
+    descriptions=_IMAGE_ERRORS,
+    models={409: ConflictResponse},
 )
 ImageName = Annotated[
     str,
@@ -59,6 +65,7 @@ def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
         *SESSION_ERRORS,
         *BODY_ERRORS,
         409,
+        429,
         descriptions={
             400: "Not a readable image, or a broken multipart form",
             413: "Over MAX_UPLOAD_BYTES (`payload_too_large`) or too many pixels "
@@ -67,17 +74,20 @@ def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
             "(`unsupported_media_type`)",
         },
     ),
+    dependencies=[rate_limit("uploads")],
 )
 async def upload_user_photo(
     session_id: SessionIdDep,
     images: ImagesDep,
     file: Annotated[UploadFile, File(description="The photo (JPEG, PNG or WebP)")],
+    key: IdempotencyKeyDep,
 ) -> dict[str, Any]:
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await file.read(_READ_CHUNK):
             yield chunk
 
-    stored = await images.upload_user_photo(session_id, chunks())
+    # The agent fingerprints the file itself: a retry's multipart framing differs.
+    stored = await images.upload_user_photo(session_id, chunks(), key)
     return {"status": "success", "image_url": image_url(session_id, stored)}
 
 
@@ -86,11 +96,16 @@ async def upload_user_photo(
     summary="Draw the partner from the profile's description",
     response_model=ImageResponse,
     responses={**_GENERATE_ERRORS, **error_responses(*BODY_ERRORS)},
+    dependencies=[rate_limit("images")],
 )
 async def generate_partner_image(
-    session_id: SessionIdDep, images: ImagesDep, body: GenerateImageRequest | None = None
+    session_id: SessionIdDep,
+    images: ImagesDep,
+    key: IdempotencyKeyDep,
+    body: GenerateImageRequest | None = None,
 ) -> dict[str, Any]:
-    return _shape(session_id, await images.generate_partner(session_id))
+    request = RequestKey.of(key, "partner_image")
+    return _shape(session_id, await images.generate_partner(session_id, request))
 
 
 @router.post(
@@ -98,9 +113,12 @@ async def generate_partner_image(
     summary="Draw every child from the user's photo and the partner image",
     response_model=ChildImagesResponse,
     responses=_GENERATE_ERRORS,
+    dependencies=[rate_limit("images")],
 )
-async def generate_child_images(session_id: SessionIdDep, images: ImagesDep) -> dict[str, Any]:
-    stored = await images.generate_children(session_id)
+async def generate_child_images(
+    session_id: SessionIdDep, images: ImagesDep, key: IdempotencyKeyDep
+) -> dict[str, Any]:
+    stored = await images.generate_children(session_id, RequestKey.of(key, "child_images"))
     shaped = [_shape(session_id, image) for image in stored]
     return {**shaped[0], "images": shaped}
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.agents.hera import COMPLETION_MESSAGE, InterviewView
-from app.deps import FamilyDep, HeraDep, LifecycleDep, SessionIdDep
+from app.agents.turns import RequestKey
+from app.deps import (
+    HeraDep,
+    IdempotencyKeyDep,
+    LifecycleDep,
+    SessionIdDep,
+    client_scoped,
+    rate_limit,
+)
 from app.routers.responses import ShapedJSON
 from app.schemas import (
     BODY_ERRORS,
+    LIMIT_ERRORS,
     LLM_ERRORS,
     SESSION_ERRORS,
     CompleteResponse,
@@ -27,7 +36,7 @@ router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 # Every route with a session id can answer these; the others add what they can answer.
 NOT_FOUND = error_responses(*SESSION_ERRORS)
-TURN_ERRORS = error_responses(*SESSION_ERRORS, *BODY_ERRORS, *LLM_ERRORS)
+TURN_ERRORS = error_responses(*SESSION_ERRORS, *BODY_ERRORS, *LLM_ERRORS, *LIMIT_ERRORS)
 
 
 def _status_body(view: InterviewView) -> dict[str, Any]:
@@ -45,10 +54,16 @@ def _status_body(view: InterviewView) -> dict[str, Any]:
     status_code=201,
     summary="Start a session",
     response_model=SessionCreated,
-    responses=error_responses(500, 503),
+    responses=error_responses(422, 429, 500, 503),
+    dependencies=[rate_limit("sessions", session_route=False)],
 )
-async def create_session(lifecycle: LifecycleDep) -> SessionCreated:
-    meta = await lifecycle.create()
+async def create_session(
+    request: Request, lifecycle: LifecycleDep, key: IdempotencyKeyDep
+) -> SessionCreated:
+    # No session holds this key yet, so it is this client's own (another client's same key
+    # is another request).
+    scoped = RequestKey.of(client_scoped(request, key) if key else None, "create_session")
+    meta = await lifecycle.create(scoped)
     return SessionCreated(session_id=meta.session_id, created_at=meta.created_at)
 
 
@@ -79,11 +94,13 @@ async def delete_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> R
     summary="Send a message to Hera",
     response_model=MessageResponse,
     responses=TURN_ERRORS,
+    dependencies=[rate_limit("turns")],
 )
 async def send_message(
-    session_id: SessionIdDep, body: MessageRequest, hera: HeraDep
+    session_id: SessionIdDep, body: MessageRequest, hera: HeraDep, key: IdempotencyKeyDep
 ) -> dict[str, Any]:
-    result = await hera.handle_message(session_id, body.message)
+    request = RequestKey.of(key, "interview_message", body.message)
+    result = await hera.handle_message(session_id, body.message, request)
     return {
         "reply": result.reply,
         **_status_body(result.view),
@@ -112,16 +129,16 @@ async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> ShapedJSO
         409,
         descriptions={
             409: "Required fields are missing (`interview_incomplete`, with `missing_fields`), "
-            "or another turn is running (`session_busy`)"
+            "or another turn is running (`session_busy`, `request_in_progress`)"
         },
         models={409: ConflictResponse},
     ),
 )
 async def complete_interview(
-    session_id: SessionIdDep, hera: HeraDep, family: FamilyDep
+    session_id: SessionIdDep, hera: HeraDep, key: IdempotencyKeyDep
 ) -> dict[str, Any]:
-    view = await hera.complete(session_id)
-    await family.start(session_id)  # the family is created once, here or on its first message
+    # Finishing the interview also creates the family (once), in the same commit.
+    view = await hera.complete(session_id, RequestKey.of(key, "complete"))
     body = _status_body(view)
     body.pop("profile_complete")
     return {**body, "message": COMPLETION_MESSAGE, "information_complete": True}

@@ -46,6 +46,7 @@
     familyComplete: false,
     members: [],
     images: new Map(), // name → absolute URL
+    sendKeys: { interview: null, family: null }, // the Idempotency-Key of an unanswered send
   };
 
   /* ------------------------------------------------------------------ DOM */
@@ -126,12 +127,23 @@
     return text;
   }
 
+  /** A random Idempotency-Key (getRandomValues also works on plain-http origins). */
+  function newKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   /**
    * fetch + JSON. Resolves to the parsed body on 2xx; otherwise throws an ApiError
    * whose message is readable (network failures included).
    */
-  async function api(path, { method = "GET", json, form } = {}) {
+  async function api(path, { method = "GET", json, form, key } = {}) {
     const init = { method, headers: { Accept: "application/json" } };
+    if (method === "POST") {
+      // One key per user action: a retry of the same action is answered, not done twice.
+      init.headers["Idempotency-Key"] = key || newKey();
+    }
     if (json !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(json);
@@ -568,19 +580,26 @@
     const pending = makeMessage({ who: "あなた", text, side: "user", pending: true });
     let placed = false;
     const wasComplete = state.familyComplete;
+    // Sending the same text again after a failure is the same action: the same key, so a
+    // turn that was stored but whose answer was lost is shown, not taken twice.
+    const earlier = state.sendKeys[kind];
+    const key = earlier && earlier.text === text ? earlier.key : newKey();
+    state.sendKeys[kind] = { text, key };
     const ok = await run(kind, async () => {
       log.append(pending);
       placed = true;
       scrollToEnd(log);
+      const request = { method: "POST", json: { message: text }, key };
       if (kind === "interview") {
-        applyInterview(await api(sessionPath("/messages"), { method: "POST", json: { message: text } }));
+        applyInterview(await api(sessionPath("/messages"), request));
       } else {
-        applyFamily(await api(sessionPath("/family/messages"), { method: "POST", json: { message: text } }));
+        applyFamily(await api(sessionPath("/family/messages"), request));
       }
       renderGallery();
       renderStage();
     });
     if (ok) {
+      state.sendKeys[kind] = null;
       if (input.value === text) input.value = "";
     } else if (placed && pending.isConnected) {
       pending.remove();
@@ -652,6 +671,7 @@
     state.familyComplete = false;
     state.members = [];
     state.images = new Map();
+    state.sendKeys = { interview: null, family: null };
   }
 
   function restart() {

@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from app.agents.brains.base import BrainError, FamilyLine, FamilyTurn
+from app.agents.brains.offline_interview import OfflineInterviewBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import FamilyAgent
+from app.agents.hera import HeraAgent
 from app.repositories.memory_sessions import MemorySessionRepository
+from tests.support.writes import update
 
 Script = Callable[[dict[str, Any]], FamilyTurn]
 
@@ -70,7 +73,7 @@ def says(*trip: Any, answer: str | None = None) -> Script:
 async def family_with(prof: dict[str, Any]) -> tuple[FamilyAgent, MemorySessionRepository, str]:
     store = MemorySessionRepository()
     sid = (await store.create()).session_id
-    await store.update(session_id=sid, doc="profile", fields=prof)
+    await update(store, session_id=sid, doc="profile", fields=prof)
     return FamilyAgent(sessions=store, brain=ScriptedBrain(says())), store, sid
 
 
@@ -80,14 +83,20 @@ def use(agent: FamilyAgent, script: Script, **kw: Any) -> ScriptedBrain:
     return brain
 
 
-async def test_personas_are_created_once_and_stored() -> None:
-    agent, store, sid = await family_with(profile())
-    first = await agent.start(sid)
-    second = await agent.start(sid)
-    assert first == second
+async def test_personas_are_created_once_by_complete_and_stored() -> None:
+    _, store, sid = await family_with(profile())
+    hera = HeraAgent(sessions=store, brain=OfflineInterviewBrain())
+
+    async def personas() -> list[dict[str, Any]]:
+        snap = await store.load(session_id=sid, docs=["family", "state"])
+        assert snap.doc("state")["interview_status"] == "COMPLETED"
+        return list(snap.doc("family")["personas"])
+
+    await hera.complete(sid)
+    first = await personas()
+    await hera.complete(sid)
+    assert await personas() == first
     assert [p["kind"] for p in first] == ["partner", "child"]
-    stored = (await store.load(session_id=sid, docs=["family"])).doc("family")["personas"]
-    assert stored == first
 
 
 async def test_family_chat_needs_a_complete_profile() -> None:

@@ -14,6 +14,7 @@ from app.agents.images import ImageAgent
 from app.repositories.base import session_blob_prefix
 from app.repositories.memory_blobs import MemoryBlobRepository
 from app.repositories.memory_sessions import MemorySessionRepository
+from tests.support.writes import update
 
 
 def png(color: str) -> bytes:
@@ -54,10 +55,13 @@ class ChildBrain:
         return None
 
 
-async def agent_with(brain: ChildBrain) -> tuple[ImageAgent, MemoryBlobRepository, str]:
+async def agent_with(
+    brain: ChildBrain,
+) -> tuple[ImageAgent, MemoryBlobRepository, str, MemorySessionRepository]:
     sessions, blobs = MemorySessionRepository(), MemoryBlobRepository()
     sid = (await sessions.create()).session_id
-    await sessions.update(
+    await update(
+        sessions,
         session_id=sid,
         doc="profile",
         fields={
@@ -74,7 +78,7 @@ async def agent_with(brain: ChildBrain) -> tuple[ImageAgent, MemoryBlobRepositor
 
     await agent.upload_user_photo(sid, photo())
     await agent.generate_partner(sid)
-    return agent, blobs, sid
+    return agent, blobs, sid, sessions
 
 
 async def blob_names(blobs: MemoryBlobRepository, sid: str) -> list[str]:
@@ -84,17 +88,18 @@ async def blob_names(blobs: MemoryBlobRepository, sid: str) -> list[str]:
 
 async def test_one_failing_child_cancels_the_others_and_stores_none() -> None:
     brain = ChildBrain(fail_first=True)
-    agent, blobs, sid = await agent_with(brain)
+    agent, blobs, sid, sessions = await agent_with(brain)
     with pytest.raises(BrainError):  # the failure itself, not an exception group
         await asyncio.wait_for(agent.generate_children(sid), timeout=30)
     assert brain.second_cancelled  # no model time goes on an image nobody will store
-    _, images = await agent._index(sid)
-    assert sorted(images) == ["partner", "user"]
+    snap = await sessions.load(session_id=sid, docs=["images", "state"])
+    assert sorted(snap.doc("images")) == ["partner", "user"]
+    assert snap.doc("state")["usage"] == {"partner_images": 1}  # the failed round is not spent
     assert await blob_names(blobs, sid) == ["partner", "user"]
 
 
 async def test_all_children_drawn_are_stored_in_order() -> None:
-    agent, blobs, sid = await agent_with(ChildBrain(fail_first=False))
+    agent, blobs, sid, _ = await agent_with(ChildBrain(fail_first=False))
     stored = await agent.generate_children(sid)
     assert [image.name for image in stored] == ["child_1", "child_2"]
     assert await blob_names(blobs, sid) == ["child_1", "child_2", "partner", "user"]

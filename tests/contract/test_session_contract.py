@@ -23,6 +23,7 @@ from app.repositories.base import (
 from tests.conftest import SessionFactory
 from tests.support.polling import eventually, wait_until
 from tests.support.stores import StoreSpec, python
+from tests.support.writes import append, update
 
 JAPANESE = "こんにちは、ヘーラーです。家族の未来を一緒に描きましょう 👨‍👩‍👧"
 
@@ -40,7 +41,7 @@ async def test_create_then_meta_round_trips(sessions: SessionRepository) -> None
 async def test_japanese_documents_round_trip(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
     profile = {"location": "東京", "age": 32, "partner": {"name": "花子", "hobbies": ["料理"]}}
-    await sessions.update(session_id=sid, doc="profile", fields=profile)
+    await update(sessions, session_id=sid, doc="profile", fields=profile)
     snap = await sessions.load(session_id=sid, docs=["profile"])
     assert snap.doc("profile") == profile
 
@@ -57,8 +58,8 @@ EXACT_VALUES: dict[str, Any] = {
 
 async def test_values_at_the_edges_of_json_round_trip_exactly(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
-    await sessions.update(session_id=sid, doc="profile", fields=EXACT_VALUES)
-    await sessions.append(session_id=sid, log="history", entries=[EXACT_VALUES, EXACT_VALUES])
+    await update(sessions, session_id=sid, doc="profile", fields=EXACT_VALUES)
+    await append(sessions, session_id=sid, log="history", entries=[EXACT_VALUES, EXACT_VALUES])
     snap = await sessions.load(session_id=sid, docs=["profile"], logs=["history"])
     assert snap.doc("profile") == EXACT_VALUES
     assert snap.log("history") == [EXACT_VALUES, EXACT_VALUES]
@@ -75,9 +76,9 @@ async def test_values_that_would_not_read_back_exactly_are_refused_before_any_wr
 ) -> None:
     sid = (await sessions.create()).session_id
     with pytest.raises(ValueError):
-        await sessions.update(session_id=sid, doc="profile", fields={"ok": 1, "bad": [bad]})
+        await update(sessions, session_id=sid, doc="profile", fields={"ok": 1, "bad": [bad]})
     with pytest.raises(ValueError):
-        await sessions.append(session_id=sid, log="history", entries=[{"ok": 1}, {"x": bad}])
+        await append(sessions, session_id=sid, log="history", entries=[{"ok": 1}, {"x": bad}])
     snap = await sessions.load(session_id=sid, docs=["profile"], logs=["history"])
     assert snap.doc("profile") == {} and snap.log("history") == []
 
@@ -86,9 +87,9 @@ async def test_update_merges_fields_and_leaves_other_parts_alone(
     sessions: SessionRepository,
 ) -> None:
     sid = (await sessions.create()).session_id
-    await sessions.update(session_id=sid, doc="profile", fields={"age": 30, "gender": "女性"})
-    await sessions.update(session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
-    await sessions.update(session_id=sid, doc="profile", fields={"age": 31, "gender": None})
+    await update(sessions, session_id=sid, doc="profile", fields={"age": 30, "gender": "女性"})
+    await update(sessions, session_id=sid, doc="family", fields={"trip": {"destination": "京都"}})
+    await update(sessions, session_id=sid, doc="profile", fields={"age": 31, "gender": None})
     snap = await sessions.load(session_id=sid, docs=["profile", "family", "images"])
     assert snap.doc("profile") == {"age": 31}
     assert snap.doc("family") == {"trip": {"destination": "京都"}}
@@ -97,7 +98,7 @@ async def test_update_merges_fields_and_leaves_other_parts_alone(
 
 async def test_load_returns_copies_not_live_state(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
-    await sessions.update(session_id=sid, doc="profile", fields={"interests": ["旅行"]})
+    await update(sessions, session_id=sid, doc="profile", fields={"interests": ["旅行"]})
     snap = await sessions.load(session_id=sid, docs=["profile"])
     snap.doc("profile")["interests"].append("料理")
     again = await sessions.load(session_id=sid, docs=["profile"])
@@ -106,11 +107,11 @@ async def test_load_returns_copies_not_live_state(sessions: SessionRepository) -
 
 async def test_append_keeps_order_and_reports_length(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
-    await sessions.append(session_id=sid, log="history", entries=[{"n": 0}])
+    await append(sessions, session_id=sid, log="history", entries=[{"n": 0}])
     assert await sessions.log_length(session_id=sid, log="history") == 1
     batch = [{"n": i, "message": f"{JAPANESE}{i}"} for i in range(1, 25)]
-    await sessions.append(session_id=sid, log="history", entries=batch)
-    await sessions.append(session_id=sid, log="family_history", entries=[{"n": "f"}])
+    await append(sessions, session_id=sid, log="history", entries=batch)
+    await append(sessions, session_id=sid, log="family_history", entries=[{"n": "f"}])
     snap = await sessions.load(session_id=sid, docs=[], logs=["history", "family_history"])
     assert [e["n"] for e in snap.log("history")] == list(range(25))
     assert snap.log("history")[3]["message"] == f"{JAPANESE}3"
@@ -121,7 +122,7 @@ async def test_append_keeps_order_and_reports_length(sessions: SessionRepository
 async def test_concurrent_appends_lose_nothing(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
     await asyncio.gather(
-        *(sessions.append(session_id=sid, log="history", entries=[{"n": i}]) for i in range(40))
+        *(append(sessions, session_id=sid, log="history", entries=[{"n": i}]) for i in range(40))
     )
     snap = await sessions.load(session_id=sid, docs=[], logs=["history"])
     assert sorted(e["n"] for e in snap.log("history")) == list(range(40))
@@ -136,10 +137,10 @@ def _after(moment: datetime) -> None:
 async def test_every_write_refreshes_updated_at(sessions: SessionRepository) -> None:
     meta = await sessions.create()
     _after(meta.updated_at)
-    await sessions.append(session_id=meta.session_id, log="history", entries=[{"a": 1}])
+    await append(sessions, session_id=meta.session_id, log="history", entries=[{"a": 1}])
     appended = (await sessions.get_meta(session_id=meta.session_id)).updated_at
     _after(appended)
-    await sessions.update(session_id=meta.session_id, doc="profile", fields={"age": 3})
+    await update(sessions, session_id=meta.session_id, doc="profile", fields={"age": 3})
     updated = await sessions.get_meta(session_id=meta.session_id)
     assert meta.updated_at < appended < updated.updated_at
     assert updated.created_at == meta.created_at
@@ -153,16 +154,16 @@ async def test_missing_session_reads_and_writes_raise_not_found(
     with pytest.raises(SessionNotFound):
         await sessions.load(session_id=ghost)
     with pytest.raises(SessionNotFound):
-        await sessions.update(session_id=ghost, doc="profile", fields={"age": 1})
+        await update(sessions, session_id=ghost, doc="profile", fields={"age": 1})
     with pytest.raises(SessionNotFound):
-        await sessions.append(session_id=ghost, log="history", entries=[{"a": 1}])
+        await append(sessions, session_id=ghost, log="history", entries=[{"a": 1}])
     assert not await sessions.exists(session_id=ghost)  # writes never resurrect
 
 
 async def test_delete_removes_every_part(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
-    await sessions.update(session_id=sid, doc="profile", fields={"age": 1})
-    await sessions.append(session_id=sid, log="history", entries=[{"a": 1}])
+    await update(sessions, session_id=sid, doc="profile", fields={"age": 1})
+    await append(sessions, session_id=sid, log="history", entries=[{"a": 1}])
     assert await sessions.delete(session_id=sid) is True
     assert not await sessions.exists(session_id=sid)
     with pytest.raises(SessionNotFound):
@@ -200,7 +201,7 @@ async def test_hostile_ids_are_rejected_before_any_io(
     with pytest.raises(InvalidId):
         await sessions.load(session_id=bad_id)
     with pytest.raises(InvalidId):
-        await sessions.append(session_id=bad_id, log="history", entries=[{"a": 1}])
+        await append(sessions, session_id=bad_id, log="history", entries=[{"a": 1}])
     with pytest.raises(InvalidId):
         await sessions.delete(session_id=bad_id)
 
@@ -208,15 +209,15 @@ async def test_hostile_ids_are_rejected_before_any_io(
 async def test_unknown_part_names_are_rejected(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
     with pytest.raises(InvalidId):
-        await sessions.update(session_id=sid, doc="../meta", fields={"a": 1})  # type: ignore[arg-type]
+        await update(sessions, session_id=sid, doc="../meta", fields={"a": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidId):
-        await sessions.append(session_id=sid, log="lock", entries=[{"a": 1}])  # type: ignore[arg-type]
+        await append(sessions, session_id=sid, log="lock", entries=[{"a": 1}])  # type: ignore[arg-type]
 
 
 async def test_session_expires_ttl_after_last_write(make_sessions: SessionFactory) -> None:
     repo = await make_sessions(ttl_seconds=1)
     sid = (await repo.create()).session_id
-    await repo.append(session_id=sid, log="history", entries=[{"a": 1}])
+    await append(repo, session_id=sid, log="history", entries=[{"a": 1}])
 
     async def gone() -> bool:
         return not await repo.exists(session_id=sid)
@@ -225,7 +226,7 @@ async def test_session_expires_ttl_after_last_write(make_sessions: SessionFactor
     with pytest.raises(SessionNotFound):
         await repo.load(session_id=sid, logs=["history"])
     with pytest.raises(SessionNotFound):
-        await repo.append(session_id=sid, log="history", entries=[{"a": 2}])
+        await append(repo, session_id=sid, log="history", entries=[{"a": 2}])
 
 
 async def test_lock_excludes_a_second_holder_in_the_same_process(

@@ -22,6 +22,7 @@ from app.repositories.base import SessionRepository
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
 from tests.api.test_journey import FAMILY_SCRIPT
+from tests.support.writes import update
 
 PID_HEADER = "x-served-by"
 
@@ -112,7 +113,7 @@ async def run_journey(spread: Spread, sessions: SessionRepository) -> dict[str, 
     # Mark the stored personas: a process that rebuilt them would lose the mark.
     probe = uuid.uuid4().hex
     marked = [{**p, "probe": probe} for p in stored]
-    await sessions.update(session_id=sid, doc="family", fields={"personas": marked})
+    await update(sessions, session_id=sid, doc="family", fields={"personas": marked})
 
     # --- family chat: each turn adds its user entry and exactly the lines it replied.
     names = {m["name"] for m in members}

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,13 +52,20 @@ class HeraServer:
 
 def server_env(**variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_VARIABLES}
-    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", LLM_PROVIDER="offline")
+    # Limits off unless a case turns them on: these servers prove concurrency, and one test
+    # client sends far more turns a minute than a person would.
+    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", LLM_PROVIDER="offline", RATE_LIMITS="off")
     env.update(variables)
     return env
 
 
 def _launch(
-    workdir: Path, name: str, app_ref: str, workers: int, env: dict[str, str]
+    workdir: Path,
+    name: str,
+    app_ref: str,
+    workers: int,
+    env: dict[str, str],
+    extra_args: Sequence[str] = (),
 ) -> HeraServer:
     port = free_port()
     log_path = workdir / f"{name}-{port}.log"
@@ -66,6 +73,7 @@ def _launch(
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
+    command += list(extra_args)
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
@@ -95,13 +103,14 @@ def hera_servers(
     count: int = 1,
     workers: int = 1,
     app_ref: str = "app.main:app",
+    extra_args: Sequence[str] = (),
 ) -> Iterator[list[HeraServer]]:
     """Start `count` servers side by side (each with `workers` workers) and wait until healthy."""
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         servers: list[HeraServer] = []
         for index in range(count):
-            server = _launch(workdir, f"server{index}", app_ref, workers, env)
+            server = _launch(workdir, f"server{index}", app_ref, workers, env, extra_args)
             stack.callback(server.stop)
             servers.append(server)
         deadline = time.monotonic() + START_DEADLINE
@@ -111,7 +120,7 @@ def hera_servers(
                 if attempts >= PORT_ATTEMPTS:
                     raise RuntimeError(f"server exited while starting:\n{server.log()}")
                 attempts += 1
-                server = _launch(workdir, f"server{index}", app_ref, workers, env)
+                server = _launch(workdir, f"server{index}", app_ref, workers, env, extra_args)
                 stack.callback(server.stop)
                 servers[index] = server
         yield servers

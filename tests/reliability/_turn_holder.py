@@ -13,6 +13,7 @@ import sys
 
 from app.repositories.base import utcnow
 from tests.support.stores import StoreSpec, build_session_repo
+from tests.support.writes import append
 
 ORPHAN_MESSAGE = "(this turn's process was killed)"
 
@@ -23,7 +24,7 @@ async def main() -> None:
     repo = await build_session_repo(spec, lock_ttl_seconds=float(sys.argv[3]))
     async with repo.lock(session_id=session_id, wait=30):
         entry = {"speaker": "user", "message": ORPHAN_MESSAGE, "timestamp": utcnow().isoformat()}
-        await repo.append(session_id=session_id, log="history", entries=[entry])
+        await append(repo, session_id=session_id, log="history", entries=[entry])
         print("locked", flush=True)
         await asyncio.Event().wait()  # mid-turn until the parent sends SIGKILL
 

@@ -204,8 +204,8 @@ async def test_interleaved_uploads_leave_an_index_that_matches_the_blob(
     inprocess_api: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api = inprocess_api
-    images = api.app.state.services.images
-    real_put, real_update = images._blobs.put, images._sessions.update
+    services = api.app.state.services
+    real_put, real_commit = services.blobs.put, services.sessions.commit
     puts = 0
     first_stored, second_indexed = asyncio.Event(), asyncio.Event()
 
@@ -224,13 +224,13 @@ async def test_interleaved_uploads_leave_an_index_that_matches_the_blob(
             await asyncio.wait_for(first_stored.wait(), RACE_WINDOW)
         return await real_put(**kwargs)
 
-    async def update(**kwargs: Any) -> None:
-        await real_update(**kwargs)
-        if kwargs.get("doc") == "images" and first_stored.is_set():
+    async def commit(**kwargs: Any) -> None:
+        await real_commit(**kwargs)
+        if "images" in kwargs["changes"].docs and first_stored.is_set():
             second_indexed.set()
 
-    monkeypatch.setattr(images._blobs, "put", put)
-    monkeypatch.setattr(images._sessions, "update", update)
+    monkeypatch.setattr(services.blobs, "put", put)
+    monkeypatch.setattr(services.sessions, "commit", commit)
 
     sid = (await api.post("/api/sessions")).json()["session_id"]
     first, second = await asyncio.gather(
@@ -242,7 +242,7 @@ async def test_interleaved_uploads_leave_an_index_that_matches_the_blob(
     assert (first.status_code, second.status_code) == (200, 200)
     served = await api.get(f"/api/sessions/{sid}/photos/user")
     assert served.status_code == 200
-    entry = (await images._sessions.load(session_id=sid, docs=["images"])).doc("images")["user"]
+    entry = (await services.sessions.load(session_id=sid, docs=["images"])).doc("images")["user"]
     md5 = hashlib.md5(served.content, usedforsecurity=False).hexdigest()
     assert (entry["etag"], entry["size"]) == (md5, len(served.content))
     assert served.headers["etag"] == f'"{md5}"'

@@ -209,7 +209,8 @@ def moto_url_of(request: pytest.FixtureRequest, stack: str) -> str | None:
 
 # ------------------------------------------------------------------------------ spies
 _SESSION_METHODS = (
-    "create", "exists", "get_meta", "load", "update", "append", "log_length", "lock", "delete",
+    "create", "create_once", "exists", "get_meta", "load", "commit", "log_length", "lock",
+    "delete",
 )  # fmt: skip
 _BLOB_METHODS = (
     "put", "stat", "exists", "open", "delete", "delete_prefix", "list", "presigned_url",

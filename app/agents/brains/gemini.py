@@ -20,6 +20,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from app.agents.brains.base import BrainError, BrainTimeout, GeneratedImage, InterviewTurn, JSONDict
+from app.agents.brains.slots import ModelSlots, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +61,19 @@ async def close_gemini_client(client: genai.Client) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class GeminiCaller:
-    """One model behind a timeout, bounded retries with jittered backoff, and a semaphore.
+    """One model behind a timeout, bounded retries with jittered backoff, and model slots.
 
-    The semaphore is process-wide: with aiohttp installed the SDK's connector has no connection
-    limit. The SDK's retries are off; only transient failures are retried, here. Answers become
-    JSON / an image, or `BrainError` (`BrainTimeout` when the last attempt timed out).
+    The slots (`slots.py`) are process-wide: with aiohttp installed the SDK's connector has no
+    connection limit. The SDK's retries are off; only transient failures are retried, here.
+    Answers become JSON / an image, or `BrainError` (`BrainTimeout` when the last attempt timed
+    out); a call shed by the slots raises `Overloaded` at once.
     """
 
     client: genai.Client
     model: str
     timeout_seconds: float
     max_retries: int
-    semaphore: asyncio.Semaphore
+    slots: ModelSlots
     backoff_base_seconds: float = 0.2
 
     def __post_init__(self) -> None:
@@ -117,10 +119,12 @@ class GeminiCaller:
         for attempt in range(1, attempts + 1):
             try:
                 # Per attempt, not across the backoff sleeps, so retries do not starve others.
-                async with self.semaphore, asyncio.timeout(self.timeout_seconds):
+                async with self.slots, asyncio.timeout(self.timeout_seconds):
                     return await self.client.aio.models.generate_content(
                         model=self.model, contents=contents, config=config
                     )
+            except Overloaded:
+                raise  # shed at once: no retry, no BrainError
             except Exception as exc:
                 # The server's message may quote the prompt, so it stays at DEBUG.
                 logger.debug("gemini %s attempt %d failed: %r", purpose, attempt, exc)
@@ -158,7 +162,7 @@ class GeminiOptions(TypedDict):
     model: str
     timeout_seconds: float
     max_retries: int
-    semaphore: asyncio.Semaphore
+    slots: ModelSlots
     backoff_base_seconds: NotRequired[float]
 
 

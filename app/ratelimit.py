@@ -1,0 +1,96 @@
+"""Rate limits per client, with the `limits` library (async strategies, shared storage).
+
+One `RateLimiter` per process, built in the lifespan. On Redis sessions its counters live in
+the same Redis (a pool built by the same factory, so the same timeouts and retries), under
+`<namespace>:rl`, so every worker and container shares one budget per client; on the file
+store they live in process memory (per process: several workers each grant the full budget).
+The sliding-window counter costs one script call per request and two small keys per client.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis import exceptions as rx
+
+from app.repositories.base import StoreUnavailable
+from app.settings import RATE_LIMIT_KINDS, Settings
+
+_TRANSIENT: Final = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+class RateLimited(Exception):
+    """The client spent its budget for this kind of request; answer 429."""
+
+    def __init__(self, kind: str, item: RateLimitItem, reset_at: float) -> None:
+        super().__init__(f"rate limit {item} for {kind} reached")
+        self.kind = kind
+        self.limit = item.amount
+        self.reset_in = max(1, math.ceil(reset_at - time.time()))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.reset_in),
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(self.reset_in),
+        }
+
+
+@dataclass(frozen=True)
+class RateLimiter:
+    strategy: SlidingWindowCounterRateLimiter | None
+    rules: dict[str, list[RateLimitItem]]
+    client: redis.asyncio.Redis | None = None  # owned: the Redis storage's connections
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def hit(self, kind: str, client: str) -> None:
+        """Spend one request of `kind` for `client`, or raise RateLimited (spending nothing)."""
+        if self.strategy is None:
+            return
+        for item in self.rules.get(kind, []):
+            try:
+                allowed = await self.strategy.hit(item, kind, client)
+                if not allowed:
+                    stats = await self.strategy.get_window_stats(item, kind, client)
+            except _TRANSIENT as exc:
+                # The counters live in the session store's Redis: that store is down.
+                raise StoreUnavailable("sessions", type(exc).__name__) from exc
+            if not allowed:
+                raise RateLimited(kind, item, stats.reset_time)
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    """The limiter for these settings (close it at shutdown)."""
+    rules = {
+        kind: parse_many(value) for kind in RATE_LIMIT_KINDS if (value := settings.rate_limit(kind))
+    }
+    if not rules:
+        return RateLimiter(None, {})
+    if settings.resolved_session_type == "redis":
+        from app.repositories.redis_sessions import create_redis_client
+
+        assert settings.redis_url is not None  # guaranteed by settings validation
+        client = create_redis_client(
+            settings.redis_url, max_connections=settings.redis_max_connections
+        )
+        # `limits` types its pass-through options as scalars; the redis-py bridge takes a pool.
+        shared: dict[str, Any] = {"connection_pool": client.connection_pool}
+        storage = RedisStorage(
+            f"async+{settings.redis_url}",
+            implementation="redispy",
+            key_prefix=f"{settings.redis_namespace}:rl",
+            **shared,
+        )
+        return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules, client)
+    return RateLimiter(SlidingWindowCounterRateLimiter(MemoryStorage()), rules)
