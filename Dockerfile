@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HERA_DATA_DIR=/data \
     LOG_FORMAT=json \
-    PORT=8080
+    PORT=8080 \
+    FORWARDED_ALLOW_IPS=127.0.0.1
 
 WORKDIR /app
 
@@ -29,6 +30,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8080\")}/api/health', timeout=2)" || exit 1
 
-# Shell form so ${PORT} is expanded; exec so uvicorn gets the signals.
-CMD exec uvicorn app.main:app --host 0.0.0.0 --port "${PORT}" \
-    --proxy-headers --forwarded-allow-ips="*" --no-access-log
+# Shell form so ${PORT} is expanded; exec so uvicorn gets the signals. X-Forwarded-For is
+# believed only from FORWARDED_ALLOW_IPS (uvicorn reads it): the client address is what the
+# rate limits count, so trusting every peer would let any client pick its own budget.
+CMD exec uvicorn app.main:app --host 0.0.0.0 --port "${PORT}" --proxy-headers --no-access-log

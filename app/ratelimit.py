@@ -55,19 +55,29 @@ class RateLimiter:
             await self.client.aclose()
 
     async def hit(self, kind: str, client: str) -> None:
-        """Spend one request of `kind` for `client`, or raise RateLimited (spending nothing)."""
+        """Spend one request of `kind` for `client`, or raise RateLimited (spending nothing).
+
+        With several windows (`10/second;500/hour`) every window is tested before any is
+        spent, so a request refused by one window costs no other window's budget."""
         if self.strategy is None:
             return
-        for item in self.rules.get(kind, []):
-            try:
-                allowed = await self.strategy.hit(item, kind, client)
-                if not allowed:
-                    stats = await self.strategy.get_window_stats(item, kind, client)
-            except _TRANSIENT as exc:
-                # The counters live in the session store's Redis: that store is down.
-                raise StoreUnavailable("sessions", type(exc).__name__) from exc
-            if not allowed:
-                raise RateLimited(kind, item, stats.reset_time)
+        items = self.rules.get(kind, [])
+        try:
+            if len(items) > 1:
+                for item in items:
+                    if not await self.strategy.test(item, kind, client):
+                        await self._refuse(kind, client, item)
+            for item in items:
+                if not await self.strategy.hit(item, kind, client):
+                    await self._refuse(kind, client, item)
+        except _TRANSIENT as exc:
+            # The counters live in the session store's Redis: that store is down.
+            raise StoreUnavailable("sessions", type(exc).__name__) from exc
+
+    async def _refuse(self, kind: str, client: str, item: RateLimitItem) -> None:
+        assert self.strategy is not None
+        stats = await self.strategy.get_window_stats(item, kind, client)
+        raise RateLimited(kind, item, stats.reset_time)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:

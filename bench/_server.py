@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.settings import RATE_LIMIT_KINDS
 from tests.support.polling import wait_for_http
 from tests.support.services import free_port
 
@@ -60,6 +61,10 @@ def gemini_hera(latency: float, *, store: str, redis_url: str) -> Iterator[tuple
             "GEMINI_API_KEY": "bench-key",
             "GEMINI_BASE_URL": base_url,
             "HERA_DATA_DIR": data,
+            # The limiter stays on, so its own cost is in every figure; its budgets are
+            # raised so one benchmark client's hundreds of requests are never refused.
+            "RATE_LIMITS": "on",
+            **{f"RATE_LIMIT_{kind.upper()}": "100000/minute" for kind in RATE_LIMIT_KINDS},
         }
         if store == "redis":
             env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=namespace)

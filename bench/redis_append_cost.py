@@ -1,10 +1,15 @@
-"""What one history append costs Redis, at history length 10 and at 1000.
+"""What one history append costs Redis, at history length 10 and at 1000, and how many round
+trips a whole turn costs the client.
 
 The server's own counters (INFO commandstats: calls per command, scripts' inner commands
 included; INFO stats: total_net_input_bytes) are read before and after a run of single-entry
 appends; the per-append averages must be the same at both lengths (append-only, O(1)).
 
     python bench/redis_append_cost.py [redis://127.0.0.1:6379/9] [--appends 20]
+
+Round trips per turn are counted at the client (every command it sends and waits for), for an
+interview turn and a family turn through the real agents with the offline brains: a new turn,
+and a retry of it with the same Idempotency-Key (answered from its record).
 
 The URL may also come from HERA_BENCH_REDIS_URL. Only keys of a private namespace are written,
 and they are removed at the end. The counters are server-wide, so other clients of the same
@@ -21,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 
@@ -112,7 +118,58 @@ async def run(url: str, appends: int) -> bool:
     (_, calls_a, bytes_a), (_, calls_b, bytes_b) = rows
     equal = calls_a == calls_b and abs(bytes_a - bytes_b) < 1.0
     print(f"equal: {'yes' if equal else 'no'}")
-    return equal
+    trips = await round_trips(url)
+    print("round trips per turn (client side):")
+    for name, sent in trips.items():
+        print(f"  {name:<24} {len(sent)}  ({', '.join(sent)})")
+    return equal and len(trips["interview turn"]) <= 4
+
+
+async def round_trips(url: str) -> dict[str, list[str]]:
+    """The commands one turn sends, counted at the client: each is a round trip."""
+    from app.agents.brains.offline_family import OfflineFamilyBrain
+    from app.agents.brains.offline_interview import OfflineInterviewBrain
+    from app.agents.family import FamilyAgent
+    from app.agents.hera import HeraAgent
+    from app.agents.turns import RequestKey
+    from tests.api.scripted_user import SCRIPT
+
+    namespace = f"hera-bench-{uuid.uuid4().hex[:12]}"
+    client = create_redis_client(url)
+    repo = RedisSessionRepository(client=client, ttl_seconds=3600, namespace=namespace)
+    sent: list[str] = []
+    original = client.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(str(args[0]))
+        return await original(*args, **kwargs)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain())
+    family = FamilyAgent(sessions=repo, brain=OfflineFamilyBrain())
+    found: dict[str, list[str]] = {}
+
+    async def count(name: str, turn: Awaitable[Any]) -> None:
+        sent.clear()
+        await turn
+        found[name] = list(sent)
+
+    try:
+        sid = (await repo.create()).session_id
+        for line in SCRIPT[:5]:  # warm up: the scripts are in the server's cache
+            await hera.handle_message(sid, line)
+        key = RequestKey.of("bench-1", "interview_message", SCRIPT[5])
+        await count("interview turn", hera.handle_message(sid, SCRIPT[5], key))
+        await count("interview retry", hera.handle_message(sid, SCRIPT[5], key))
+        await count("complete", hera.complete(sid))
+        key = RequestKey.of("bench-2", "family_message", "沖縄に行きたいな！")
+        await count("family turn", family.handle_message(sid, "沖縄に行きたいな！", key))
+        await count("family retry", family.handle_message(sid, "沖縄に行きたいな！", key))
+    finally:
+        client.execute_command = original  # type: ignore[method-assign]
+        await repo.aclose()
+        await cleanup_namespace(url, namespace)
+    return found
 
 
 def main() -> None:

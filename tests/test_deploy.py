@@ -14,7 +14,8 @@ from app.settings import Settings, SettingsError, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = sorted((ROOT / "deploy").glob("docker-compose*.yml"))
 _SUBST = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?-(?P<default>[^}]*))?\}")
-KNOWN = {name.upper() for name in Settings.model_fields}
+# What Settings reads, and what uvicorn itself reads from the environment.
+KNOWN = {name.upper() for name in Settings.model_fields} | {"FORWARDED_ALLOW_IPS"}
 
 
 def _resolve(value: Any) -> str:

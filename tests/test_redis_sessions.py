@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from app.agents.brains.offline_interview import OfflineInterviewBrain
+from app.agents.hera import HeraAgent
+from app.agents.turns import RequestKey
 from app.repositories._codec import dumps
 from app.repositories.base import Changes, LockLost, SessionNotFound, StoreUnavailable
 from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
@@ -376,3 +379,23 @@ async def test_a_load_is_one_script_call_returning_every_doc_and_log_asked_for(
     assert only_logs.docs == {} and only_logs.logs == {"family_history": [{"text": "行こう"}]}
     with pytest.raises(SessionNotFound):
         await repo.load(session_id=str(uuid.uuid4()), logs=["history"])
+
+
+async def test_an_interview_turn_costs_four_round_trips_and_a_replay_three(
+    make_repo: Callable[..., RedisSessionRepository],
+    client: redis.asyncio.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo()
+    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain())
+    sid = (await repo.create()).session_id
+    await hera.handle_message(sid, "こんにちは")  # scripts loaded into the server's cache
+    request = RequestKey.of("turn-2", "interview_message", "32歳の女性です。")
+    with _sent_commands(client, monkeypatch) as turn:
+        first = await hera.handle_message(sid, "32歳の女性です。", request)
+    # Lock (SET NX), load (one script), commit (one script), unlock (one script).
+    assert [name for name, _ in turn] == ["SET", "EVALSHA", "EVALSHA", "EVALSHA"]
+    with _sent_commands(client, monkeypatch) as replay:
+        again = await hera.handle_message(sid, "32歳の女性です。", request)
+    assert [name for name, _ in replay] == ["SET", "EVALSHA", "EVALSHA"]  # nothing written
+    assert again == first

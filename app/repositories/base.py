@@ -248,8 +248,9 @@ class SessionRepository(Protocol):
       at most `wait` seconds (default from settings), then raises SessionBusy (with
       `same_request` when the holder locked with the same `tag`). A holder that dies frees
       the lock when its expiry passes; a live holder keeps it alive for as long as it runs.
-    - `create_once(request_key=k)` is idempotent per `k`: a second call with the same key
-      returns the first session's meta (while it lives) and the first call's fingerprint.
+    - `create_once(request_key=k)` is idempotent per `k`: for `ttl` seconds after the first
+      call, while that session lives, a call with the same key returns the first session's
+      meta and the first call's fingerprint (a window for retries, as for any request key).
     - `delete` removes every part; returns False when there was nothing to delete.
     - `iter_ids` streams ids without loading them all.
     """
@@ -270,7 +271,7 @@ class SessionRepository(Protocol):
         """Create a session for a request key, or find the live one it created before.
 
         Returns the meta and, for a repeat, the fingerprint the key was first used with
-        (None when this call created the session). A key lives as long as its session."""
+        (None when this call created the session). A key answers for `ttl` seconds."""
         ...
 
     async def exists(self, *, session_id: str) -> bool: ...

@@ -179,6 +179,8 @@ class FileSessionRepository:
             try:
                 for _ in range(4):
                     try:
+                        if claim.stat().st_mtime + self._ttl <= self._clock():
+                            raise SessionNotFound(claim.name)  # the key's window is over
                         earlier = loads(read_small(claim))
                         found = self._read_meta(self._dir(earlier["session_id"]))
                     except FileNotFoundError:
@@ -304,12 +306,14 @@ class FileSessionRepository:
                     await asyncio.sleep(_POLL_SECONDS)
             if tag:  # who holds it, for a waiter that gives up (a retry of this request?)
                 await self._run(_write_tag, fd, tag.encode())
-            yield lease
+            try:
+                yield lease
+            finally:
+                if tag:  # only the holder clears its tag; a waiter that gave up leaves it
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)  # metadata only, no data to flush
         finally:
             lease.active = False
-            if tag:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)  # metadata only, no data to flush
             os.close(fd)
 
     async def delete(self, *, session_id: str) -> bool:

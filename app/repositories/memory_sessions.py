@@ -63,7 +63,8 @@ class MemorySessionRepository:
         self._data: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, tuple[str, str | None]] = {}  # session -> (token, tag)
-        self._created: dict[str, tuple[str, str]] = {}  # request key -> (session, fingerprint)
+        # request key -> (session, fingerprint, until when the key answers)
+        self._created: dict[str, tuple[str, str, float]] = {}
 
     def _live(self, session_id: str) -> _Entry:
         entry = self._data.get(check_session_id(session_id))
@@ -89,10 +90,11 @@ class MemorySessionRepository:
         self, *, request_key: str, fingerprint: str, owner_id: str | None = None
     ) -> tuple[SessionMeta, str | None]:
         earlier = self._created.get(check_request_key(request_key))
-        if earlier is not None and await self.exists(session_id=earlier[0]):
+        live = earlier is not None and earlier[2] > self._clock()
+        if earlier is not None and live and await self.exists(session_id=earlier[0]):
             return self._live(earlier[0]).meta, earlier[1]
         meta = await self.create(owner_id=owner_id)
-        self._created[request_key] = (meta.session_id, fingerprint)
+        self._created[request_key] = (meta.session_id, fingerprint, self._clock() + self._ttl)
         return meta, None
 
     async def exists(self, *, session_id: str) -> bool:
