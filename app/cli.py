@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from app.container import build_blob_repository, build_session_repository
 from app.logs import configure_logging
 from app.migration import (
     MigrationReport,
@@ -27,7 +28,6 @@ from app.migration import (
     import_legacy,
     prune,
 )
-from app.repositories import build_blob_repository, build_session_repository
 from app.repositories.base import BlobRepository, SessionRepository
 from app.settings import Settings, SettingsError, load_settings, report_problems
 

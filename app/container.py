@@ -1,21 +1,46 @@
-"""The composition root's product: every long-lived object of one app instance."""
+"""The composition root's product: every long-lived object of one app instance.
+
+The only module that turns settings into concrete stores and brains (their SDKs imported
+lazily). `Replacements` is the front door for fakes: a test hands in its own stores, brains
+or clock, and everything else is built as in production around them.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from app.agents.brains.base import FamilyBrain, ImageBrain, InterviewBrain
-from app.agents.brains.slots import ModelSlots
+from app.agents.brains import FamilyBrain, ImageBrain, InterviewBrain
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
 from app.agents.lifecycle import SessionLifecycle
 from app.agents.turns import QUOTA_NAMES, Quotas
 from app.ratelimit import RateLimiter, build_rate_limiter
-from app.repositories import build_blob_repository, build_session_repository
 from app.repositories.base import BlobRepository, SessionRepository
 from app.settings import Settings
+
+Clock = Callable[[], float]  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class Brains:
+    interview: InterviewBrain
+    family: FamilyBrain
+    images: ImageBrain
+
+
+@dataclass(frozen=True)
+class Replacements:
+    """What to use instead of what the settings would build (tests, tools). A replaced store
+    or brain is not closed by the app: its owner closes it."""
+
+    sessions: SessionRepository | None = None
+    blobs: BlobRepository | None = None
+    brains: Brains | None = None
+    clock: Clock | None = None  # the file store's idea of now (expiry)
 
 
 @dataclass(frozen=True)
@@ -30,22 +55,75 @@ class Services:
     limiter: RateLimiter
 
 
-@dataclass(frozen=True)
-class Brains:
-    interview: InterviewBrain
-    family: FamilyBrain
-    images: ImageBrain
+async def build_session_repository(
+    settings: Settings, *, clock: Clock | None = None
+) -> SessionRepository:
+    if settings.resolved_session_type == "redis":
+        from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+
+        assert settings.redis_url is not None  # guaranteed by settings validation
+        client = create_redis_client(
+            settings.redis_url, max_connections=settings.redis_max_connections
+        )
+        return RedisSessionRepository(
+            client=client,
+            ttl_seconds=settings.session_ttl,
+            lock_ttl_seconds=settings.lock_ttl_seconds,
+            lock_wait_seconds=settings.lock_wait_seconds,
+            namespace=settings.redis_namespace,
+        )
+    from app.repositories.file_sessions import FileSessionRepository
+
+    return FileSessionRepository(
+        root=settings.resolved_sessions_dir,
+        ttl_seconds=settings.session_ttl,
+        lock_wait_seconds=settings.lock_wait_seconds,
+        clock=clock or time.time,
+    )
+
+
+async def build_blob_repository(settings: Settings) -> BlobRepository:
+    kind = settings.resolved_blob_type
+    if kind == "s3":
+        from app.repositories.s3_blobs import open_s3
+
+        assert settings.s3_bucket_name is not None
+        secret = settings.aws_secret_access_key
+        return await open_s3(
+            bucket=settings.s3_bucket_name,
+            region=settings.aws_region,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=settings.aws_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            key_prefix=settings.blob_key_prefix,
+            presign_endpoint_url=settings.s3_presign_endpoint_url,
+        )
+    if kind == "gcs":
+        from app.repositories.gcs_blobs import open_gcs
+
+        assert settings.gcs_bucket_name is not None
+        return await open_gcs(
+            bucket=settings.gcs_bucket_name,
+            api_root=settings.storage_emulator_host,
+            service_file=settings.google_application_credentials,
+            key_prefix=settings.blob_key_prefix,
+        )
+    from app.repositories.disk_blobs import DiskBlobRepository
+
+    return DiskBlobRepository(root=settings.blobs_dir, key_prefix=settings.blob_key_prefix)
 
 
 async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
     if settings.resolved_llm_provider == "gemini":
-        from app.agents.brains.gemini import (
-            GeminiInterviewBrain,
+        from app.brains.gemini.caller import (
+            GeminiOptions,
             close_gemini_client,
             create_gemini_client,
         )
-        from app.agents.brains.gemini_family import GeminiFamilyBrain
-        from app.agents.brains.gemini_images import GeminiImageBrain
+        from app.brains.gemini.family import GeminiFamilyBrain
+        from app.brains.gemini.images import GeminiImageBrain
+        from app.brains.gemini.interview import GeminiInterviewBrain
+        from app.brains.slots import ModelSlots
 
         assert settings.gemini_api_key is not None  # guaranteed by settings validation
         client = create_gemini_client(
@@ -55,32 +133,42 @@ async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
         )
         stack.push_async_callback(close_gemini_client, client)
         # One set of slots for every model call of the process (the SDK's pool is unlimited).
-        common = {
-            "client": client,
-            "timeout_seconds": settings.llm_timeout_seconds,
-            "max_retries": settings.llm_max_retries,
-            "slots": ModelSlots(
-                limit=settings.llm_max_concurrency, max_queue=settings.llm_max_queue
-            ),
-        }
+        slots = ModelSlots(limit=settings.llm_max_concurrency, max_queue=settings.llm_max_queue)
+
+        def options(model: str) -> GeminiOptions:
+            return {
+                "client": client,
+                "model": model,
+                "timeout_seconds": settings.llm_timeout_seconds,
+                "max_retries": settings.llm_max_retries,
+                "slots": slots,
+            }
+
         return Brains(
-            interview=GeminiInterviewBrain(model=settings.gemini_model, **common),  # type: ignore[arg-type]
-            family=GeminiFamilyBrain(model=settings.gemini_model, **common),  # type: ignore[arg-type]
-            images=GeminiImageBrain(model=settings.gemini_image_model, **common),  # type: ignore[arg-type]
+            interview=GeminiInterviewBrain(**options(settings.gemini_model)),
+            family=GeminiFamilyBrain(**options(settings.gemini_model)),
+            images=GeminiImageBrain(**options(settings.gemini_image_model)),
         )
-    from app.agents.brains.offline_family import OfflineFamilyBrain
-    from app.agents.brains.offline_images import OfflineImageBrain
-    from app.agents.brains.offline_interview import OfflineInterviewBrain
+    from app.brains.offline.family import OfflineFamilyBrain
+    from app.brains.offline.images import OfflineImageBrain
+    from app.brains.offline.interview import OfflineInterviewBrain
 
     return Brains(OfflineInterviewBrain(), OfflineFamilyBrain(), OfflineImageBrain())
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
-    sessions = await build_session_repository(settings)
-    stack.push_async_callback(sessions.aclose)
-    blobs = await build_blob_repository(settings)
-    stack.push_async_callback(blobs.aclose)
-    brains = await build_brains(settings, stack)
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, replace: Replacements | None = None
+) -> Services:
+    replace = replace or Replacements()
+    sessions = replace.sessions
+    if sessions is None:
+        sessions = await build_session_repository(settings, clock=replace.clock)
+        stack.push_async_callback(sessions.aclose)
+    blobs = replace.blobs
+    if blobs is None:
+        blobs = await build_blob_repository(settings)
+        stack.push_async_callback(blobs.aclose)
+    brains = replace.brains or await build_brains(settings, stack)
     limiter = build_rate_limiter(settings)
     stack.push_async_callback(limiter.aclose)
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})

@@ -1,14 +1,15 @@
 """FastAPI dependencies as Annotated aliases; the only bridge from routes to services.
 
 All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a costly hop
-for what is only an attribute lookup.
+for what is only an attribute lookup. Each agent has its own typed function (one level:
+a sub-dependency on `get_services` would cost every request a second resolution), which a
+test can target with `app.dependency_overrides[get_hera] = ...`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.params import Depends as DependsParam
@@ -19,13 +20,7 @@ from app.agents.images import ImageAgent
 from app.agents.lifecycle import SessionLifecycle
 from app.container import Services
 from app.errors import InvalidInput, NotFound
-from app.repositories.base import (
-    BlobRepository,
-    InvalidId,
-    SessionRepository,
-    check_request_key,
-    is_session_id,
-)
+from app.repositories.base import InvalidId, check_request_key, is_session_id
 from app.settings import Settings
 
 
@@ -39,18 +34,24 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def _service(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency for one member of the app's Services, read straight from the request:
-    one level, as a sub-dependency on `get_services` costs every request ~15 us more in
-    FastAPI's resolver, which the polled read routes notice."""
-    if name not in Services.__dataclass_fields__:
-        raise AttributeError(f"Services has no {name!r}")
+async def get_hera(request: Request) -> HeraAgent:
+    services: Services = request.app.state.services
+    return services.hera
 
-    async def dependency(request: Request) -> Any:
-        return getattr(request.app.state.services, name)
 
-    dependency.__name__ = f"get_{name}"
-    return dependency
+async def get_family(request: Request) -> FamilyAgent:
+    services: Services = request.app.state.services
+    return services.family
+
+
+async def get_images(request: Request) -> ImageAgent:
+    services: Services = request.app.state.services
+    return services.images
+
+
+async def get_lifecycle(request: Request) -> SessionLifecycle:
+    services: Services = request.app.state.services
+    return services.lifecycle
 
 
 async def session_id_path(
@@ -105,16 +106,6 @@ def client_scoped(request: Request, key: str) -> str:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-# Named, so a test can still target one with `app.dependency_overrides[get_hera] = ...`.
-get_sessions = _service("sessions")
-get_blobs = _service("blobs")
-get_hera = _service("hera")
-get_family = _service("family")
-get_images = _service("images")
-get_lifecycle = _service("lifecycle")
-
-SessionsDep = Annotated[SessionRepository, Depends(get_sessions)]
-BlobsDep = Annotated[BlobRepository, Depends(get_blobs)]
 HeraDep = Annotated[HeraAgent, Depends(get_hera)]
 FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
 ImagesDep = Annotated[ImageAgent, Depends(get_images)]

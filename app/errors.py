@@ -15,8 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.agents.brains.base import BrainError, BrainTimeout
-from app.agents.brains.slots import Overloaded
+from app.agents.brains import BrainError, BrainTimeout, Overloaded
 from app.agents.errors import (
     AgentError,
     EmptyMessage,

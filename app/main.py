@@ -12,10 +12,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-from app.container import build_services
+from app.container import Replacements, build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.middleware import GuardMiddleware, RequestContextMiddleware
+from app.middleware import ErrorMiddleware, RequestContextMiddleware
 from app.routers import family, health, photos, sessions
 from app.settings import Settings, settings_or_exit
 
@@ -39,11 +39,15 @@ class UIMount(Mount):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        app.state.services = await build_services(app.state.settings, stack)
+        app.state.services = await build_services(app.state.settings, stack, app.state.replacements)
         yield
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, replacements: Replacements | None = None
+) -> FastAPI:
+    """The app; `replacements` hands in stores, brains or a clock instead of the configured
+    ones (tests, tools)."""
     settings = settings or settings_or_exit()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     app = FastAPI(
@@ -53,12 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.replacements = replacements
     install_error_handlers(app)
-    app.add_middleware(
-        GuardMiddleware,
-        default_limit=settings.max_request_bytes,
-        upload_limit=settings.max_upload_bytes,
-    )
+    app.add_middleware(ErrorMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
@@ -74,10 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id
-    app.include_router(health.router)
-    app.include_router(sessions.router)
-    app.include_router(family.router)
-    app.include_router(photos.router)
+    for router in (health.router, sessions.router, family.router, photos.router, photos.uploads):
+        app.include_router(router)
     # Last, so every API route has priority; `html=True` serves index.html for `/`.
     app.router.routes.append(
         UIMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui")

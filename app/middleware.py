@@ -1,4 +1,6 @@
-"""ASGI middlewares: request context (outermost), then inside CORS the body-size and 500 guard."""
+"""ASGI middlewares: request context (outermost), then inside CORS the JSON 500 guard.
+
+Request body limits are the routes' own (`app/routers/bodies.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import re
 import time
 import uuid
 
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_body
@@ -75,51 +76,21 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class _TooLarge(StarletteHTTPException):
-    # An HTTPException, so FastAPI's body parsing re-raises it instead of turning it into 400.
-    code = "payload_too_large"
-
-    def __init__(self) -> None:
-        super().__init__(413, "送信されたデータが大きすぎます。")
-
-
-class GuardMiddleware:
-    """Two guards in one layer (each layer costs every request a frame and a send wrapper):
-
-    - 413 for bodies over the limit, counted as they arrive (chunked bodies included);
-    - a JSON 500 for anything unexpected, logged with the request id, never echoed.
+class ErrorMiddleware:
+    """A JSON 500 for anything unexpected, logged with the request id, never echoed.
 
     It sits inside CORSMiddleware, so even a 500 carries CORS headers (a handler registered
     for Exception would run outside CORS and the browser would only see a CORS failure).
     """
 
-    def __init__(self, app: ASGIApp, *, default_limit: int, upload_limit: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.default_limit = default_limit
-        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Multipart framing adds a little around the file itself.
-        is_upload = scope["path"].endswith("/photos/user")
-        limit = self.upload_limit + 64 * 1024 if is_upload else self.default_limit
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._too_large(scope, receive, send, limit)
-            return
-        received = 0
         response_started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
-            return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal response_started
@@ -127,10 +98,7 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, send_wrapper)
-        except _TooLarge:
-            if not response_started:
-                await self._too_large(scope, receive, send, limit)
+            await self.app(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled error")
             if not response_started:
@@ -139,9 +107,3 @@ class GuardMiddleware:
                     request_id=request_id_var.get(),
                 )  # fmt: skip
                 await response(scope, receive, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = error_body(
-            413, "payload_too_large", "送信されたデータが大きすぎます。", limit_bytes=limit
-        )
-        await response(scope, receive, send)

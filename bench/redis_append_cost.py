@@ -127,11 +127,11 @@ async def run(url: str, appends: int) -> bool:
 
 async def round_trips(url: str) -> dict[str, list[str]]:
     """The commands one turn sends, counted at the client: each is a round trip."""
-    from app.agents.brains.offline_family import OfflineFamilyBrain
-    from app.agents.brains.offline_interview import OfflineInterviewBrain
     from app.agents.family import FamilyAgent
     from app.agents.hera import HeraAgent
     from app.agents.turns import RequestKey
+    from app.brains.offline.family import OfflineFamilyBrain
+    from app.brains.offline.interview import OfflineInterviewBrain
     from tests.api.scripted_user import SCRIPT
 
     namespace = f"hera-bench-{uuid.uuid4().hex[:12]}"

@@ -34,7 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.repositories import build_blob_repository, build_session_repository
+from app.container import build_blob_repository, build_session_repository
 from app.repositories._blobs import CHUNK_SIZE
 from app.repositories.base import session_blob_key, utcnow
 from app.settings import Settings

@@ -159,7 +159,7 @@ def fake_gemini() -> Iterator[Any]:
 async def gemini_client(fake_gemini: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """The real google-genai client pointed at the fake; a test module may set API_KEY and
     TIMEOUT (seconds) to shape it."""
-    from app.agents.brains.gemini import close_gemini_client, create_gemini_client
+    from app.brains.gemini.caller import close_gemini_client, create_gemini_client
 
     client = create_gemini_client(
         api_key=getattr(request.module, "API_KEY", "test-key"),

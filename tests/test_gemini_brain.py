@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from google import genai
 
-from app.agents.brains.base import BrainError, BrainTimeout
-from app.agents.brains.gemini import (
-    GeminiInterviewBrain,
-)
-from app.agents.brains.slots import ModelSlots
+from app.agents.brains import BrainError, BrainTimeout
+from app.brains.gemini.interview import GeminiInterviewBrain
+from app.brains.slots import ModelSlots
+from app.domain.profile import BIG_FIVE, Profile
 from tests.support.fake_gemini import (
     FakeGemini,
     error_body,
@@ -30,7 +29,7 @@ MODEL = "gemini-test-model"
 TIMEOUT = 0.5
 MAX_RETRIES = 2
 TURN: dict[str, Any] = {
-    "profile": {"age": 32, "gender": "女性"},
+    "profile": Profile.from_untrusted({"age": 32, "gender": "女性"}),
     "history": [
         {"speaker": "hera", "message": "こんにちは。お住まいはどちらですか?", "timestamp": "t1"},
         {"speaker": "user", "message": "東京に住んでいます", "timestamp": "t2"},
@@ -44,6 +43,21 @@ HERA_ANSWER = {
 }
 
 BrainFactory = Callable[..., GeminiInterviewBrain]
+
+
+def schema_keywords(node: Any) -> set[str]:
+    """Every keyword used anywhere in a JSON schema (property names are not keywords)."""
+    if isinstance(node, list):
+        return set().union(*(schema_keywords(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    found = set(node)
+    for key, value in node.items():
+        if key == "properties":
+            found |= set().union(*(schema_keywords(v) for v in value.values()))
+        else:
+            found |= schema_keywords(value)
+    return found
 
 
 @pytest.fixture
@@ -79,10 +93,19 @@ async def test_request_carries_model_path_key_json_schema_and_japanese_system_in
     config = request.json["generationConfig"]
     assert config["responseMimeType"] == "application/json"
     schema = config["responseJsonSchema"]
+    # Generated from `Profile`: plain (no references, no titles), the profile's vocabularies.
     assert schema["required"] == ["reply", "extracted"]
+    assert set(schema["properties"]) == {"reply", "extracted"}
+    assert schema["properties"]["reply"] == {"type": "string"}
+    assert not schema_keywords(schema) & {"$ref", "$defs", "title"}
     extracted = schema["properties"]["extracted"]["properties"]
+    assert "required" not in schema["properties"]["extracted"]
     assert extracted["relationship_status"]["enum"] == ["married", "partnered", "single", "other"]
-    assert "$ref" not in str(schema)
+    traits = extracted["user_personality_traits"]["properties"]
+    assert set(traits) == set(BIG_FIVE)
+    for trait in BIG_FIVE:
+        assert traits[trait]["type"] == "number"
+        assert (traits[trait]["minimum"], traits[trait]["maximum"]) == (0, 1)
     system = request.json["systemInstruction"]["parts"][0]["text"]
     assert "ヘラ" in system and "家族" in system
 

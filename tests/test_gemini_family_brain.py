@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from google import genai
 
-from app.agents.brains.base import BrainError, BrainTimeout, FamilyLine
-from app.agents.brains.gemini_family import GeminiFamilyBrain
-from app.agents.brains.slots import ModelSlots
+from app.agents.brains import BrainError, BrainTimeout, FamilyLine
+from app.brains.gemini.family import GeminiFamilyBrain
+from app.brains.slots import ModelSlots
+from app.domain.family import Persona, TripInfo, TripPlan
+from app.domain.profile import Profile
 from tests.support.fake_gemini import (
     FakeGemini,
     RecordedRequest,
@@ -22,45 +24,51 @@ from tests.support.fake_gemini import (
 
 MODEL = "gemini-test-model"
 TIMEOUT = 0.5
-PERSONAS: list[dict[str, Any]] = [
-    {
-        "id": "partner",
-        "kind": "partner",
-        "name": "美咲",
-        "role": "妻",
-        "gender": "女性",
-        "age": 31,
-        "speaking_style": "やわらかい口調で語尾に「〜ね」",
-        "personality": "穏やかで聞き上手",
-        "traits": {"openness": 0.7},
-        "goals": "家族の時間を大切にしたい",
-        "background": "保育士",
-    },
-    {
-        "id": "child_1",
-        "kind": "child",
-        "name": "陽翔",
-        "role": "息子",
-        "gender": "男性",
-        "age": 6,
-        "speaking_style": "元気いっぱいの子ども言葉",
-        "personality": "好奇心旺盛",
-    },
-    {
-        "id": "child_2",
-        "kind": "child",
-        "name": "さくら",
-        "role": "娘",
-        "gender": "女性",
-        "age": 4,
-        "speaking_style": "甘えん坊な話し方",
-        "personality": "やさしい",
-    },
+PERSONAS: list[Persona] = [
+    Persona.model_validate(persona)
+    for persona in [
+        {
+            "id": "partner",
+            "kind": "partner",
+            "name": "美咲",
+            "role": "妻",
+            "gender": "女性",
+            "age": 31,
+            "speaking_style": "やわらかい口調で語尾に「〜ね」",
+            "personality": "穏やかで聞き上手",
+            "traits": {"openness": 0.7},
+            "goals": "家族の時間を大切にしたい",
+            "background": "保育士",
+        },
+        {
+            "id": "child_1",
+            "kind": "child",
+            "name": "陽翔",
+            "role": "息子",
+            "gender": "男性",
+            "age": 6,
+            "speaking_style": "元気いっぱいの子ども言葉",
+            "personality": "好奇心旺盛",
+        },
+        {
+            "id": "child_2",
+            "kind": "child",
+            "name": "さくら",
+            "role": "娘",
+            "gender": "女性",
+            "age": 4,
+            "speaking_style": "甘えん坊な話し方",
+            "personality": "やさしい",
+        },
+    ]
 ]
 NAMES = ["美咲", "陽翔", "さくら"]
 MESSAGE = "夏休みに沖縄へ行って、海で泳ぎたいな"
 TURN: dict[str, Any] = {
-    "profile": {"age": 33, "gender": "男性", "user_photo_path": "/secret/photo.png"},
+    # A stored profile with a system field: the typed profile cannot carry it to the brain.
+    "profile": Profile.from_untrusted(
+        {"age": 33, "gender": "男性", "user_photo_path": "/secret/photo.png"}
+    ),
     "personas": PERSONAS,
     "history": [
         {
@@ -71,11 +79,11 @@ TURN: dict[str, Any] = {
         },
         {"speaker": "user", "role": "user", "message": MESSAGE, "timestamp": "t2"},
     ],
-    "trip_info": {"destination": None, "activities": []},
+    "trip_info": TripInfo(),
     "message": MESSAGE,
     "proposal_pending": False,
 }
-PLAN = {"destination": "沖縄", "activities": ["海水浴", "水族館"]}
+PLAN = TripPlan(destination="沖縄", activities=["海水浴", "水族館"])
 
 
 def family_answer(
@@ -143,7 +151,7 @@ async def test_family_turn_is_one_request_with_personas_and_a_response_schema(
     assert "$ref" not in str(schema)
     for persona in PERSONAS:
         for key in ("name", "role", "speaking_style", "personality"):
-            assert persona[key] in request.prompt
+            assert getattr(persona, key) in request.prompt
     assert "家族" in system_text(request) and "proposal_answer" in system_text(request)
 
 
@@ -151,7 +159,7 @@ async def test_prompt_holds_history_trip_info_and_the_message_once_but_no_system
     fake_gemini: FakeGemini, make_brain: BrainFactory
 ) -> None:
     fake_gemini.enqueue(200, json_text_body(family_answer()))
-    trip = {"destination": "沖縄", "activities": ["シュノーケリング"]}
+    trip = TripInfo(destination="沖縄", activities=["シュノーケリング"])
 
     await make_brain().family_turn(**{**TURN, "trip_info": trip})
 
@@ -278,7 +286,8 @@ async def test_no_persona_with_a_name_fails_without_calling_the_model(
     fake_gemini: FakeGemini, make_brain: BrainFactory
 ) -> None:
     with pytest.raises(BrainError, match="no family member"):
-        await make_brain().family_turn(**{**TURN, "personas": [{"id": "partner", "name": " "}]})
+        nameless = PERSONAS[0].model_copy(update={"name": " "})
+        await make_brain().family_turn(**{**TURN, "personas": [nameless]})
 
     assert fake_gemini.requests == []
 
@@ -315,7 +324,7 @@ async def test_an_empty_story_or_letter_raises_brain_error(
     fake_gemini.enqueue(200, json_text_body(answer))
 
     with pytest.raises(BrainError, match="without a"):
-        await getattr(make_brain(), method)(profile={}, personas=PERSONAS, plan=PLAN)
+        await getattr(make_brain(), method)(profile=Profile(), personas=PERSONAS, plan=PLAN)
 
 
 # ------------------------------------------------------------------------------ failures
@@ -337,7 +346,7 @@ async def test_a_blocked_prompt_raises_brain_error_without_retrying(
     fake_gemini.enqueue(200, safety_blocked_body())
 
     with pytest.raises(BrainError, match="blocked"):
-        await make_brain().write_letter(profile={}, personas=PERSONAS, plan=PLAN)
+        await make_brain().write_letter(profile=Profile(), personas=PERSONAS, plan=PLAN)
 
     assert len(fake_gemini.requests) == 1
 

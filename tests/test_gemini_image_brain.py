@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from google import genai
 
-from app.agents.brains.base import BrainError, BrainTimeout
-from app.agents.brains.gemini_images import GeminiImageBrain
-from app.agents.brains.slots import ModelSlots
+from app.agents.brains import BrainError, BrainTimeout
+from app.brains.gemini.images import GeminiImageBrain
+from app.brains.slots import ModelSlots
+from app.domain.profile import Child
 from tests.support.fake_gemini import (
     FakeGemini,
     error_body,
@@ -27,7 +28,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"-partner-"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) + b"-user-photo-"
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\xfb\xff\xfe-webp-"
 DRAWN = b"\x89PNG\r\n\x1a\n" + b"drawn-by-the-model" * 20
-CHILD = {"name": "結衣", "desired_gender": "女の子"}
+CHILD = Child(name="結衣", desired_gender="女の子")
 
 BrainFactory = Callable[..., GeminiImageBrain]
 
@@ -122,8 +123,9 @@ async def test_child_request_carries_both_parent_images_and_the_desired_gender(
     assert request.inline_images == [("image/jpeg", JPEG), ("image/png", PNG)]
     assert "女の子" in request.prompt and "a girl" in request.prompt
     assert "BOTH parents" in request.prompt
-    assert CHILD["name"] not in str(request.json)
-    assert CHILD["name"] not in str(image.meta)
+    assert CHILD.name is not None
+    assert CHILD.name not in str(request.json)
+    assert CHILD.name not in str(image.meta)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +136,7 @@ async def test_child_gender_words_are_normalised(
 ) -> None:
     fake_gemini.enqueue(200, image_body(DRAWN))
 
-    await draw_child(make_brain(), child={"name": "x", "desired_gender": desired_gender})
+    await draw_child(make_brain(), child=Child(name="x", desired_gender=desired_gender))
 
     [request] = fake_gemini.requests
     assert word in request.prompt

@@ -27,8 +27,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from app.cli import main
+from app.container import build_blob_repository, build_session_repository
 from app.migration import LegacySession, legacy_record, legacy_session_id
-from app.repositories import build_blob_repository, build_session_repository
 from app.repositories.base import is_session_id, session_blob_key
 from app.settings import Settings
 from tests.api.conftest import ApiClient, open_client, stack_settings

@@ -10,49 +10,51 @@ from typing import Any
 
 import pytest
 
-from app.agents.brains import offline_family_lexicon as fx
-from app.agents.brains.base import FamilyBrain, FamilyTurn
-from app.agents.brains.offline_family import OfflineFamilyBrain, classify_answer, extract_trip
+from app.agents.brains import FamilyBrain, FamilyTurn
+from app.brains.offline import family_lexicon as fx
+from app.brains.offline.family import OfflineFamilyBrain, classify_answer, extract_trip
+from app.domain.family import Persona, TripInfo, TripPlan
+from app.domain.profile import Profile
 
 JSON = dict[str, Any]
-EMPTY_TRIP: JSON = {"destination": None, "activities": []}
-OKINAWA_PLAN: JSON = {"destination": "沖縄", "activities": ["海水浴", "水族館"]}
+EMPTY_TRIP = TripInfo()
+OKINAWA_PLAN = TripInfo(destination="沖縄", activities=["海水浴", "水族館"])
 
 
-def partner(name: str = "美咲", style: str = "", role: str = "妻") -> JSON:
-    return {
+def partner(name: str = "美咲", style: str = "", role: str = "妻") -> Persona:
+    return Persona.model_validate({
         "id": "partner", "kind": "partner", "name": name, "role": role, "gender": "女性",
         "age": 33, "speaking_style": style, "personality": "明るい", "traits": {},
         "goals": "", "background": "",
-    }  # fmt: skip
+    })  # fmt: skip
 
 
-def child(n: int, name: str, age: int | None = 7, role: str = "娘") -> JSON:
-    return {
+def child(n: int, name: str, age: int | None = 7, role: str = "娘") -> Persona:
+    return Persona.model_validate({
         "id": f"child_{n}", "kind": "child", "name": name, "role": role, "gender": None,
         "age": age, "speaking_style": "", "personality": "", "traits": {}, "goals": "",
         "background": "",
-    }  # fmt: skip
+    })  # fmt: skip
 
 
-def family(style: str = "", kids: tuple[str, ...] = ("さくら", "蓮")) -> list[JSON]:
+def family(style: str = "", kids: tuple[str, ...] = ("さくら", "蓮")) -> list[Persona]:
     return [partner(style=style), *(child(i + 1, k) for i, k in enumerate(kids))]
 
 
 async def turn(
     message: str,
     *,
-    personas: list[JSON] | None = None,
+    personas: list[Persona] | None = None,
     profile: JSON | None = None,
-    trip: JSON | None = None,
+    trip: JSON | TripInfo | None = None,
     pending: bool = False,
     history: list[JSON] | None = None,
 ) -> FamilyTurn:
     return await OfflineFamilyBrain().family_turn(
-        profile={"gender": "男性"} if profile is None else profile,
+        profile=Profile.from_untrusted({"gender": "男性"} if profile is None else profile),
         personas=family() if personas is None else personas,
         history=history or [],
-        trip_info=copy.deepcopy(trip or EMPTY_TRIP),
+        trip_info=TripInfo.model_validate(copy.deepcopy(trip or EMPTY_TRIP)),
         message=message,
         proposal_pending=pending,
     )
@@ -97,13 +99,14 @@ async def test_a_polite_partner_speaks_politely_and_a_plain_one_does_not() -> No
     assert not any(m in plain.lines[0].message for m in ("やん", "やで", "ねん", "ほな"))
 
 
-async def test_the_partner_calls_the_user_by_name_or_anata() -> None:
+async def test_the_partner_calls_the_user_anata() -> None:
+    # The profile has no user name (`Profile.from_untrusted` drops one), so none reaches
+    # the brain: the partner, the polite one too, always says あなた.
     named = await turn("こんにちは", profile={"name": "健太", "gender": "男性"})
     nameless = await turn("こんにちは", profile={"gender": "男性"})
     polite = await turn("こんにちは", profile={"name": "健太"}, personas=family(style="敬語で丁寧"))
-    assert "健太" in named.lines[0].message and "あなた" not in named.lines[0].message
-    assert "あなた" in nameless.lines[0].message
-    assert "健太さん" in polite.lines[0].message
+    for result in (named, nameless, polite):
+        assert "あなた" in result.lines[0].message and "健太" not in result.lines[0].message
 
 
 @pytest.mark.parametrize(
@@ -188,7 +191,7 @@ def test_trip_info_is_read_canonically_without_duplicates(message: str, expected
 
 
 def test_trip_info_reports_only_what_the_message_adds() -> None:
-    known = {"destination": "沖縄", "activities": ["海水浴"]}
+    known = TripInfo(destination="沖縄", activities=["海水浴"])
     assert extract_trip("沖縄で泳いで、水族館も", known=known) == {"activities": ["水族館"]}
     assert extract_trip("やっぱり北海道", known=known) == {"destination": "北海道"}
 
@@ -290,9 +293,9 @@ LONG = tuple(f"ジョナサン・アレクサンダー{i}世" for i in range(4))
 GRID = list(itertools.product(range(1, 5), range(2, 7), (False, True)))
 
 
-def grid_case(kids: int, acts: int, long: bool) -> tuple[JSON, list[JSON], JSON]:
+def grid_case(kids: int, acts: int, long: bool) -> tuple[Profile, list[Persona], TripPlan]:
     names = LONG if long else SHORT
-    profile: JSON = (
+    profile = Profile.from_untrusted(
         {"name": "ジェームズ・ウィリアム・ハリソン", "gender": "女性", "location": "北海道札幌市",
          "interests": ["写真撮影とキャンプと読書"]}
         if long else {}
@@ -302,10 +305,10 @@ def grid_case(kids: int, acts: int, long: bool) -> tuple[JSON, list[JSON], JSON]
         partner(name="アレクサンドラ・ミハイロヴナ" if long else "花", style=style),
         *(child(i + 1, names[i], age=(3, 9, 15, None)[i]) for i in range(kids)),
     ]
-    plan = {
-        "destination": "東京ディズニーリゾート" if long else "京都",
-        "activities": list(ACTIVITIES[:acts]),
-    }
+    plan = TripPlan(
+        destination="東京ディズニーリゾート" if long else "京都",
+        activities=list(ACTIVITIES[:acts]),
+    )
     return profile, personas, plan
 
 
@@ -317,11 +320,11 @@ async def test_the_story_tells_the_whole_trip_in_800_to_1200_characters(
     story = await OfflineFamilyBrain().write_story(profile=profile, personas=personas, plan=plan)
     assert 800 <= len(story) <= 1200
     discussion, day, bond = story.split("\n\n")
-    assert plan["destination"] in discussion and plan["destination"] in bond
-    for activity in plan["activities"]:
+    assert plan.destination in discussion and plan.destination in bond
+    for activity in plan.activities:
         assert activity in discussion and activity in day
     for persona in personas:
-        assert persona["name"] in day
+        assert persona.name in day
     assert story.endswith("。")
 
 
@@ -333,11 +336,11 @@ async def test_the_letter_is_addressed_to_the_user_and_signed_by_everyone(
     letter = await OfflineFamilyBrain().write_letter(profile=profile, personas=personas, plan=plan)
     assert 600 <= len(letter) <= 900
     paragraphs = letter.split("\n\n")
-    assert paragraphs[0] == (f"{profile['name']}へ" if profile else "大切なあなたへ")
-    assert plan["destination"] in letter
+    assert paragraphs[0] == "大切なあなたへ"  # no user name reaches the brain
+    assert plan.destination in letter
     signature = paragraphs[-1]
     assert signature.endswith("より")
-    names = [p["name"] for p in personas]
+    names = [p.name for p in personas]
     assert all(name in signature for name in names)
     for name in names:  # every member has a paragraph of their own
         assert any(name in p and p is not signature for p in paragraphs[1:])
@@ -345,7 +348,7 @@ async def test_the_letter_is_addressed_to_the_user_and_signed_by_everyone(
 
 async def test_a_kansai_partner_writes_their_paragraph_in_kansai() -> None:
     profile, personas, plan = grid_case(1, 2, False)
-    personas[0]["speaking_style"] = "関西弁"
+    personas[0] = personas[0].model_copy(update={"speaking_style": "関西弁"})
     letter = await OfflineFamilyBrain().write_letter(profile=profile, personas=personas, plan=plan)
     partner_part = next(p for p in letter.split("\n\n") if "花" in p and "より" not in p)
     assert re.search(r"やで|ほんま|ねん", partner_part)
@@ -354,7 +357,7 @@ async def test_a_kansai_partner_writes_their_paragraph_in_kansai() -> None:
 async def test_children_address_their_parent_in_the_letter() -> None:
     _, personas, plan = grid_case(2, 2, False)
     letter = await OfflineFamilyBrain().write_letter(
-        profile={"gender": "男性"}, personas=personas, plan=plan
+        profile=Profile.from_untrusted({"gender": "男性"}), personas=personas, plan=plan
     )
     assert "お父さんへ" in letter
 
@@ -377,7 +380,7 @@ async def test_equal_inputs_give_equal_outputs_across_calls_and_instances() -> N
 
 async def test_the_brain_never_changes_its_inputs() -> None:
     profile, personas, plan = grid_case(2, 3, True)
-    trip = {"destination": "沖縄", "activities": ["海水浴"]}
+    trip = TripInfo(destination="沖縄", activities=["海水浴"])
     before = copy.deepcopy((profile, personas, plan, trip))
     brain = OfflineFamilyBrain()
     await brain.family_turn(

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from app.agents.brains import offline_images
-from app.agents.brains.base import BrainError, GeneratedImage, ImageBrain
-from app.agents.brains.offline_images import SIZE, OfflineImageBrain
+from app.agents.brains import BrainError, GeneratedImage, ImageBrain
+from app.brains.offline import images as offline_images
+from app.brains.offline.images import SIZE, OfflineImageBrain
+from app.domain.profile import Child
 
 RGB = tuple[int, int, int]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -56,7 +57,7 @@ CHILD: dict[str, Any] = {"name": "さくら", "desired_gender": "女の子"}
 
 
 async def child(user: bytes = USER, partner_img: bytes = PARTNER, **extra: Any) -> GeneratedImage:
-    spec = {**CHILD, **extra}
+    spec = Child.model_validate({**CHILD, **extra})
     return await brain().child_image(
         user_photo=user, partner_image=partner_img, child=spec, index=1
     )
@@ -255,7 +256,7 @@ async def test_desired_gender_changes_the_child_style() -> None:
 
 
 async def test_siblings_differ_by_index() -> None:
-    spec = dict(CHILD)
+    spec = Child.model_validate(CHILD)
     first = await brain().child_image(user_photo=USER, partner_image=PARTNER, child=spec, index=1)
     second = await brain().child_image(user_photo=USER, partner_image=PARTNER, child=spec, index=2)
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from typing import Any
 
 import pytest
 
-from app.agents.brains import offline_lexicon as lx
-from app.agents.brains.base import InterviewBrain, InterviewTurn
-from app.agents.brains.offline_interview import (
+from app.agents.brains import InterviewBrain, InterviewTurn
+from app.brains.offline import interview_lexicon as lx
+from app.brains.offline.interview import (
     OfflineInterviewBrain,
     Topic,
     compose_reply,
-    missing_profile_fields,
     parse_message,
     topic_of_question,
 )
+from app.domain.profile import Profile
 
 JSON = dict[str, Any]
 BIG_FIVE = {"openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"}
@@ -29,42 +28,12 @@ MARRIED_BASICS: JSON = {"age": 40, "gender": "男性", "relationship_status": "m
 
 
 def parse(message: str, topic: str | None = None, sub: str | None = None, **profile: Any) -> JSON:
-    return parse_message(message, profile=profile, topic=Topic(topic, sub))
+    return parse_message(message, profile=Profile.from_untrusted(profile), topic=Topic(topic, sub))
 
 
-# --- the loop the agent runs, written here from the spec (independent of the brain) -----
-def spec_missing(profile: JSON) -> list[str]:
-    def filled(value: object) -> bool:
-        return value not in (None, "", [], {})
-
-    missing = [
-        f
-        for f in ("age", "gender", "relationship_status", "location", "income_range")
-        if not filled(profile.get(f))
-    ]
-    if len(BIG_FIVE & set(profile.get("user_personality_traits") or {})) < 2:
-        missing.append("user_personality_traits")
-    if not filled(profile.get("partner_face_description")):
-        missing.append("partner_face_description")
-    married = profile.get("relationship_status") in ("married", "partnered")
-    key = "current_partner" if married else "ideal_partner"
-    partner = profile.get(key) or {}
-    if not all(filled(partner.get(k)) for k in ("name", "temperament", "appearance")):
-        missing.append(key)
-    children = profile.get("children_info") or []
-    if not any(filled(c.get("name")) and filled(c.get("desired_gender")) for c in children):
-        missing.append("children_info")
-    return missing
-
-
-def deep_merge(profile: JSON, extracted: JSON) -> JSON:
-    merged = copy.deepcopy(profile)
-    for key, value in extracted.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+def missing(profile: JSON) -> list[str]:
+    """The production completeness rule (the domain's, the one the agent runs)."""
+    return Profile.from_untrusted(profile).missing_fields()
 
 
 def assert_well_typed(extracted: JSON) -> None:
@@ -99,22 +68,27 @@ def assert_well_typed(extracted: JSON) -> None:
 
 
 class Session:
-    """One interview as the agent runs it: profile, history, merge, recomputed missing."""
+    """One interview as the agent runs it: profile, history, the domain's merge and
+    completeness rules (the agent's own, not a copy)."""
 
     def __init__(self) -> None:
-        self.profile: JSON = {}
+        self.typed = Profile()
         self.history: list[JSON] = []
         self.turns: list[InterviewTurn] = []
 
+    @property
+    def profile(self) -> JSON:
+        return self.typed.stored()
+
     async def say(self, brain: InterviewBrain, message: str) -> None:
         turn = await brain.interview_turn(
-            profile=copy.deepcopy(self.profile),
+            profile=self.typed,
             history=copy.deepcopy(self.history),
             message=message,
-            missing_fields=spec_missing(self.profile),
+            missing_fields=self.typed.missing_fields(),
         )
         assert_well_typed(turn.extracted)
-        self.profile = deep_merge(self.profile, turn.extracted)
+        self.typed, _ = self.typed.merge(Profile.from_untrusted(turn.extracted))
         self.history += [
             {"speaker": "user", "message": message, "timestamp": "2025-01-01T00:00:00Z"},
             {"speaker": "hera", "message": turn.reply, "timestamp": "2025-01-01T00:00:01Z"},
@@ -125,7 +99,7 @@ class Session:
 async def run_interview(brain: InterviewBrain, script: list[str]) -> Session:
     session = Session()
     for message in script:
-        if not spec_missing(session.profile):
+        if session.typed.complete:
             break
         await session.say(brain, message)
     return session
@@ -173,7 +147,7 @@ async def test_a_scripted_japanese_user_completes_the_profile_in_at_most_eight_t
     session = await run_interview(OfflineInterviewBrain(), script)
     profile, turns = session.profile, session.turns
 
-    assert spec_missing(profile) == []
+    assert missing(profile) == []
     assert len(turns) <= 8
     assert all(turn.reply.strip() and JAPANESE.search(turn.reply) for turn in turns)
     assert lx.ALL_DONE in turns[-1].reply
@@ -194,36 +168,6 @@ async def test_the_scripted_single_user_ends_with_the_profile_she_described() ->
         {"desired_gender": "男の子", "name": "たろう"},
         {"desired_gender": "女の子", "name": "はなこ"},
     ]
-
-
-def test_missing_profile_fields_follows_the_spec_rule_and_order() -> None:
-    partial: JSON = {
-        **MARRIED_BASICS,
-        "user_personality_traits": {"openness": 0.8},
-        "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
-        "children_info": [{"name": "さくら"}],
-    }
-    complete: JSON = {
-        **SINGLE_BASICS,
-        "location": "東京",
-        "income_range": "500万円",
-        "user_personality_traits": {"openness": 0.8, "neuroticism": 0.2},
-        "partner_face_description": "丸顔",
-        "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
-        "children_info": [{"name": "さくら", "desired_gender": "女の子"}],
-    }
-
-    assert missing_profile_fields({}) == spec_missing({})
-    assert missing_profile_fields(partial) == [
-        "location",
-        "income_range",
-        "user_personality_traits",
-        "partner_face_description",
-        "current_partner",
-        "children_info",
-    ]
-    assert missing_profile_fields(complete) == spec_missing(complete) == []
-    assert missing_profile_fields({**complete, "location": ""}) == ["location"]
 
 
 # --- parser rules ---------------------------------------------------------------------
@@ -496,11 +440,11 @@ async def test_short_answers_are_read_in_the_light_of_the_last_hera_question() -
     brain = OfflineInterviewBrain()
 
     async def answer(question_field: str, message: str, profile: JSON) -> JSON:
-        missing = missing_profile_fields(profile)
-        question = compose_reply({}, profile, [question_field])
+        known = Profile.from_untrusted(profile)
+        question = compose_reply({}, known, [question_field])
         history = [{"speaker": "hera", "message": question, "timestamp": "t"}]
         turn = await brain.interview_turn(
-            profile=profile, history=history, message=message, missing_fields=missing
+            profile=known, history=history, message=message, missing_fields=missing(profile)
         )
         return turn.extracted
 
@@ -527,7 +471,7 @@ async def test_the_last_hera_question_wins_over_the_first_missing_field() -> Non
     history = [{"speaker": "hera", "message": "どちらにお住まいですか？", "timestamp": "t"}]
 
     turn = await OfflineInterviewBrain().interview_turn(
-        profile={}, history=history, message="つくば", missing_fields=spec_missing({})
+        profile=Profile(), history=history, message="つくば", missing_fields=missing({})
     )
 
     assert turn.extracted == {"location": "つくば"}
@@ -535,10 +479,10 @@ async def test_the_last_hera_question_wins_over_the_first_missing_field() -> Non
 
 async def test_the_first_missing_field_gives_the_context_before_hera_has_asked() -> None:
     turn = await OfflineInterviewBrain().interview_turn(
-        profile=dict(SINGLE_BASICS),
+        profile=Profile.from_untrusted(SINGLE_BASICS),
         history=[],
         message="福岡",
-        missing_fields=spec_missing(SINGLE_BASICS),
+        missing_fields=missing(SINGLE_BASICS),
     )
 
     assert turn.extracted == {"location": "福岡"}
@@ -559,7 +503,7 @@ async def test_the_first_missing_field_gives_the_context_before_hera_has_asked()
 )
 def test_hera_recognises_each_of_her_own_questions(field: str) -> None:
     expected = {"age": "basics", "ideal_partner": "partner", "current_partner": "partner"}
-    profile = {} if field == "age" else MARRIED_BASICS
+    profile = Profile.from_untrusted({} if field == "age" else MARRIED_BASICS)
     reply = compose_reply({"location": "東京"}, profile, [field])
 
     assert topic_of_question(reply).field == expected.get(field, field)
@@ -568,7 +512,7 @@ def test_hera_recognises_each_of_her_own_questions(field: str) -> None:
 def test_a_question_about_one_partner_detail_is_recognised_as_that_detail() -> None:
     profile = {**SINGLE_BASICS, "ideal_partner": {"name": "花子", "appearance": "黒髪"}}
 
-    topic = topic_of_question(compose_reply({}, profile, ["ideal_partner"]))
+    topic = topic_of_question(compose_reply({}, Profile.from_untrusted(profile), ["ideal_partner"]))
 
     assert topic == Topic("partner", "temperament")
 
@@ -579,10 +523,10 @@ async def test_the_reply_asks_about_the_first_missing_field() -> None:
     profile = dict(SINGLE_BASICS)
 
     turn = await brain.interview_turn(
-        profile=profile,
+        profile=Profile.from_untrusted(profile),
         history=[],
         message="よろしくお願いします",
-        missing_fields=spec_missing(profile),
+        missing_fields=missing(profile),
     )
 
     assert turn.extracted == {}
@@ -592,10 +536,10 @@ async def test_the_reply_asks_about_the_first_missing_field() -> None:
 
 async def test_age_gender_and_status_are_asked_in_one_question() -> None:
     first = await OfflineInterviewBrain().interview_turn(
-        profile={}, history=[], message="こんにちは", missing_fields=spec_missing({})
+        profile=Profile(), history=[], message="こんにちは", missing_fields=missing({})
     )
     after_age = await OfflineInterviewBrain().interview_turn(
-        profile={}, history=[], message="32歳の女性です", missing_fields=spec_missing({})
+        profile=Profile(), history=[], message="32歳の女性です", missing_fields=missing({})
     )
 
     assert all(word in first.reply for word in ("年齢", "性別", "ご結婚"))
@@ -616,10 +560,10 @@ async def test_the_reply_says_all_is_collected_and_asks_nothing_when_complete() 
     }
 
     turn = await OfflineInterviewBrain().interview_turn(
-        profile=profile,
+        profile=Profile.from_untrusted(profile),
         history=[],
         message="娘のさくら",
-        missing_fields=spec_missing(profile),
+        missing_fields=missing(profile),
     )
 
     assert lx.ALL_DONE in turn.reply
@@ -636,7 +580,7 @@ async def test_one_brain_shared_by_interleaved_sessions_answers_like_separate_br
     sessions = [Session() for _ in scripts]
     for step in range(max(map(len, scripts))):  # turn 1 of each session, then turn 2 ...
         for session, script in zip(sessions, scripts, strict=True):
-            if step < len(script) and spec_missing(session.profile):
+            if step < len(script) and missing(session.profile):
                 await session.say(shared, script[step])
 
     assert [s.profile for s in sessions] == [s.profile for s in separate]
@@ -645,25 +589,12 @@ async def test_one_brain_shared_by_interleaved_sessions_answers_like_separate_br
 
 
 async def test_the_brain_leaves_its_inputs_untouched() -> None:
-    profile: JSON = {**SINGLE_BASICS, "children_info": [{"name": "ひとみ"}]}
+    profile = Profile.from_untrusted({**SINGLE_BASICS, "children_info": [{"name": "ひとみ"}]})
     history = [{"speaker": "hera", "message": "お子さまについて教えてください。", "timestamp": "t"}]
-    before = copy.deepcopy((profile, history))
+    before = copy.deepcopy((profile.stored(), history))
 
     await OfflineInterviewBrain().interview_turn(
         profile=profile, history=history, message="ひとみは女の子", missing_fields=["children_info"]
     )
 
-    assert (profile, history) == before
-
-
-async def test_a_turn_is_fast_pure_cpu_work() -> None:
-    brain = OfflineInterviewBrain()
-    message = SCRIPTS["everything in one message"][0]
-    started = time.perf_counter()
-
-    for _ in range(100):
-        await brain.interview_turn(
-            profile={}, history=[], message=message, missing_fields=spec_missing({})
-        )
-
-    assert time.perf_counter() - started < 2.0  # about 2 ms per turn on a laptop
+    assert (profile.stored(), history) == before

@@ -165,7 +165,7 @@ class RedisServer:
 
 async def test_redis_outage_fails_fast_and_recovers_with_all_data(tmp_path: Path) -> None:
     server = RedisServer(free_port(), tmp_path / "redis")
-    server.start()
+    await asyncio.to_thread(server.start)
     try:
         settings = Settings(
             _env_file=None,
@@ -203,7 +203,7 @@ async def test_redis_outage_fails_fast_and_recovers_with_all_data(tmp_path: Path
             await assert_not_ready(api, "sessions")
 
             print(f"\nslowest failing sessions request: {SLOWEST['sessions']:.3f} s")
-            server.start()  # the same port; the AOF brings the data back
+            await asyncio.to_thread(server.start)  # the same port; the AOF brings the data back
             await eventually(
                 lambda: is_ready(api), what="ready after Redis restart", within=RECOVERY_SECONDS
             )
@@ -263,7 +263,7 @@ BUCKETS = {
 @pytest.mark.parametrize("kind", BUCKETS.values(), ids=BUCKETS.keys())
 async def test_bucket_outage_fails_fast_and_recovers(kind: BucketKind, tmp_path: Path) -> None:
     try:
-        service = kind.start(None)
+        service = await asyncio.to_thread(kind.start, None)
     except Exception as exc:
         unavailable(f"the bucket service could not start: {exc}")
         return
@@ -300,7 +300,7 @@ async def test_bucket_outage_fails_fast_and_recovers(kind: BucketKind, tmp_path:
 
             # The restarted service has no bucket and no objects: recreate the bucket (what an
             # operator's infrastructure would do); the app recovers without a restart.
-            service = kind.start(int(service.url.rsplit(":", 1)[1]))
+            service = await asyncio.to_thread(kind.start, int(service.url.rsplit(":", 1)[1]))
             kind.create(service.url, bucket)
             await eventually(
                 lambda: is_ready(api), what="ready after the restart", within=RECOVERY_SECONDS

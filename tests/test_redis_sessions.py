@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from app.agents.brains.offline_interview import OfflineInterviewBrain
 from app.agents.hera import HeraAgent
 from app.agents.turns import RequestKey
+from app.brains.offline.interview import OfflineInterviewBrain
 from app.repositories._codec import dumps
 from app.repositories.base import Changes, LockLost, SessionNotFound, StoreUnavailable
 from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
@@ -101,9 +101,9 @@ async def test_every_key_of_a_session_carries_its_hash_tag_and_one_ttl(
 ) -> None:
     repo = make_repo()
     sid = await _fill(repo)
-    keys = await namespace_keys(client, repo._ns)
+    keys = await namespace_keys(client, repo.namespace)
     names = sorted(k.decode() for k in keys)
-    base = f"{repo._ns}:{{{sid}}}"
+    base = f"{repo.namespace}:{{{sid}}}"
     assert names == sorted(
         f"{base}:{part}"
         for part in ("meta", "doc:profile", "doc:family", "log:history", "log:family_history")
@@ -117,7 +117,7 @@ async def test_a_write_re_arms_the_expiry_of_every_key(
 ) -> None:
     repo = make_repo()
     sid = await _fill(repo)
-    keys = await namespace_keys(client, repo._ns)
+    keys = await namespace_keys(client, repo.namespace)
     for key in keys:  # as if the session had been idle for most of its life
         await client.expire(key, 5)
     await append(repo, session_id=sid, log="history", entries=[{"text": "また来たよ"}])
@@ -144,8 +144,10 @@ async def test_append_costs_the_same_commands_and_bytes_at_length_10_and_1000(
     assert cost[10] == cost[1000]
     assert [name for name, _ in cost[10]] == ["EVALSHA"]  # one round trip, script cached
     # The entry, the session's key names, a sha, a timestamp and a few numbers: no history.
-    lock_key = f"{repo._ns}:{{{sid}}}:lock"
-    fixed = len(dumps(entry).encode()) + sum(len(k) for k in [*repo._keys(sid), lock_key])
+    parts = ("meta", "doc:profile", "doc:family", "doc:images", "doc:state", "log:history",
+             "log:family_history", "requests", "lock")  # fmt: skip
+    keys = [f"{repo.namespace}:{{{sid}}}:{part}" for part in parts]
+    fixed = len(dumps(entry).encode()) + sum(len(k) for k in keys)
     assert cost[10][0][1] <= fixed + 120
 
 
@@ -187,7 +189,7 @@ async def test_writes_to_a_deleted_session_raise_not_found_and_create_no_keys(
         await update(repo, session_id=sid, doc="profile", fields={"name": "花子"})
     with pytest.raises(SessionNotFound):
         await append(repo, session_id=sid, log="history", entries=[{"text": "まだいる?"}])
-    assert await namespace_keys(client, repo._ns) == []
+    assert await namespace_keys(client, repo.namespace) == []
 
 
 async def test_writes_to_an_expired_session_create_no_keys(
@@ -197,12 +199,12 @@ async def test_writes_to_an_expired_session_create_no_keys(
     sid = await _fill(repo)
 
     async def all_gone() -> bool:
-        return await namespace_keys(client, repo._ns) == []
+        return await namespace_keys(client, repo.namespace) == []
 
     await eventually(all_gone, within=10, what="every key expiring")  # together, none lingers
     with pytest.raises(SessionNotFound):
         await append(repo, session_id=sid, log="history", entries=[{"text": "おーい"}])
-    assert await namespace_keys(client, repo._ns) == []
+    assert await namespace_keys(client, repo.namespace) == []
 
 
 async def test_iter_ids_sees_only_its_own_namespace(
@@ -220,7 +222,7 @@ async def test_lock_lives_under_the_hash_tag_and_is_gone_after_release(
 ) -> None:
     repo = make_repo(lock_ttl_seconds=0.6)
     sid = (await repo.create()).session_id
-    key = f"{repo._ns}:{{{sid}}}:lock"
+    key = f"{repo.namespace}:{{{sid}}}:lock"
     async with repo.lock(session_id=sid):
         first = await client.get(key)
         started = time.monotonic()
@@ -243,7 +245,7 @@ async def test_a_lock_that_merely_expired_is_released_quietly(
     sid = (await repo.create()).session_id
     with caplog.at_level(logging.WARNING):
         async with repo.lock(session_id=sid):
-            await client.delete(f"{repo._ns}:{{{sid}}}:lock")  # as if it had expired
+            await client.delete(f"{repo.namespace}:{{{sid}}}:lock")  # as if it had expired
     assert "expired before its turn ended" in caplog.text
 
 
@@ -252,7 +254,7 @@ async def test_a_commit_after_the_lock_changed_hands_raises_lock_lost_and_writes
 ) -> None:
     repo = make_repo()
     sid = (await repo.create()).session_id
-    key = f"{repo._ns}:{{{sid}}}:lock"
+    key = f"{repo.namespace}:{{{sid}}}:lock"
     turn = Changes().append("history", [{"n": 1}]).update("profile", {"age": 30})
     with pytest.raises(LockLost):
         async with repo.lock(session_id=sid) as lease:
@@ -270,7 +272,7 @@ async def test_a_commit_after_the_lock_expired_raises_lock_lost(
     sid = (await repo.create()).session_id
     with pytest.raises(LockLost):
         async with repo.lock(session_id=sid) as lease:
-            await client.delete(f"{repo._ns}:{{{sid}}}:lock")  # as if its TTL ran out
+            await client.delete(f"{repo.namespace}:{{{sid}}}:lock")  # as if its TTL ran out
             await repo.commit(
                 session_id=sid, changes=Changes().append("history", [{}]), lease=lease
             )
@@ -288,7 +290,7 @@ async def test_a_turn_that_committed_is_never_answered_with_an_error(
         )
         # The lock is lost after the commit: releasing it must not turn the stored turn
         # into an error (the client's retry would then take the turn twice).
-        await client.set(f"{repo._ns}:{{{sid}}}:lock", b"someone-else", px=5000)
+        await client.set(f"{repo.namespace}:{{{sid}}}:lock", b"someone-else", px=5000)
     assert (await repo.load(session_id=sid, logs=["history"])).log("history") == [{"n": 1}]
 
 
@@ -299,7 +301,7 @@ async def test_a_failing_turn_is_not_masked_by_a_lost_lock(
     sid = (await repo.create()).session_id
     with pytest.raises(KeyError):
         async with repo.lock(session_id=sid):
-            await client.set(f"{repo._ns}:{{{sid}}}:lock", b"someone-else", px=5000)
+            await client.set(f"{repo.namespace}:{{{sid}}}:lock", b"someone-else", px=5000)
             raise KeyError("the turn's own failure")
 
 

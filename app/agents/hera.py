@@ -9,19 +9,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final
 
-from app.agents.brains.base import InterviewBrain
+from app.agents.brains import InterviewBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import family_start_fields
-from app.agents.profile import information_progress, merge_profile, missing_fields
 from app.agents.turns import (
     Quotas,
     RequestKey,
-    Turn,
     clean_message,
     history_entry,
     open_turn,
 )
-from app.repositories.base import Changes, JSONDict, SessionRepository
+from app.domain.profile import Profile
+from app.repositories.base import Changes, JSONDict, SessionRepository, SessionSnapshot
 
 INCOMPLETE: Final = "INCOMPLETE"
 COMPLETED: Final = "COMPLETED"
@@ -35,17 +34,17 @@ COMPLETION_MESSAGE: Final = (
 class InterviewView:
     """What the interview routes show: profile, history and derived progress."""
 
-    profile: JSONDict
+    profile: Profile
     history: list[JSONDict]
     status: str
 
     @cached_property  # read by `complete` too: computed once per view
     def missing(self) -> list[str]:
-        return missing_fields(self.profile)
+        return self.profile.missing_fields()
 
     @property
     def progress(self) -> dict[str, dict[str, int]]:
-        return information_progress(self.profile)
+        return self.profile.progress()
 
     @property
     def complete(self) -> bool:
@@ -53,11 +52,16 @@ class InterviewView:
 
     def record(self) -> JSONDict:
         """What a retry needs to show this view again (history by length: it only grows)."""
-        return {"profile": self.profile, "history_length": len(self.history), "status": self.status}
+        return {
+            "profile": self.profile.stored(),
+            "history_length": len(self.history),
+            "status": self.status,
+        }
 
     @classmethod
     def from_record(cls, record: JSONDict, history: list[JSONDict]) -> InterviewView:
-        return cls(record["profile"], history[: record["history_length"]], record["status"])
+        profile = Profile.from_stored(record["profile"])
+        return cls(profile, history[: record["history_length"]], record["status"])
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,9 @@ class TurnResult:
         return cls(view, record["reply"], record["completion_message"], record["extracted_fields"])
 
 
-def _view(turn: Turn) -> InterviewView:
-    snap = turn.snapshot
+def _view(snap: SessionSnapshot) -> InterviewView:
     status = snap.doc("state").get("interview_status", INCOMPLETE)
-    return InterviewView(snap.doc("profile"), snap.log("history"), status)
+    return InterviewView(Profile.from_stored(snap.doc("profile")), snap.log("history"), status)
 
 
 class HeraAgent:
@@ -105,8 +108,7 @@ class HeraAgent:
         snap = await self._sessions.load(
             session_id=session_id, docs=["profile", "state"], logs=["history"]
         )
-        status = snap.doc("state").get("interview_status", INCOMPLETE)
-        return InterviewView(snap.doc("profile"), snap.log("history"), status)
+        return _view(snap)
 
     async def handle_message(
         self, session_id: str, message: str, request: RequestKey | None = None
@@ -115,7 +117,7 @@ class HeraAgent:
         async with open_turn(
             self._sessions, session_id, request, docs=["profile", "state"], logs=["history"]
         ) as turn:
-            before = _view(turn)
+            before = _view(turn.snapshot)
             if (earlier := turn.earlier()) is not None:
                 return TurnResult.from_record(earlier, before.history)
             usage = self._quotas.spend(turn.snapshot.doc("state"), "interview_messages")
@@ -125,13 +127,14 @@ class HeraAgent:
                 message=text,
                 missing_fields=before.missing,
             )
-            profile, changed = merge_profile(before.profile, reply.extracted)
+            profile, changed = before.profile.merge(Profile.from_untrusted(reply.extracted))
             added = [history_entry("user", text), history_entry("hera", reply.reply)]
             changes = Changes().update("state", usage)
             if changed:
-                changes.update("profile", {k: profile[k] for k in changed})
+                stored = profile.stored()
+                changes.update("profile", {k: stored[k] for k in changed})
             status, closing = before.status, None
-            if status != COMPLETED and not missing_fields(profile):
+            if status != COMPLETED and profile.complete:
                 status, closing = COMPLETED, COMPLETION_MESSAGE
                 added.append(history_entry("hera", closing))
                 changes.update("state", {"interview_status": COMPLETED})
@@ -151,7 +154,7 @@ class HeraAgent:
             docs=["profile", "state", "family"],
             logs=["history"],
         ) as turn:
-            view = _view(turn)
+            view = _view(turn.snapshot)
             if (earlier := turn.earlier()) is not None:
                 return InterviewView.from_record(earlier, view.history)
             if view.missing:

@@ -19,12 +19,12 @@ from typing import Final, TypeVar
 
 import anyio.to_thread
 
-from app.agents.brains.base import GeneratedImage, ImageBrain
+from app.agents.brains import GeneratedImage, ImageBrain
 from app.agents.errors import ImageNotFound, InterviewIncomplete, PreconditionFailed, UploadTooLarge
-from app.agents.personas import partner_gender
-from app.agents.profile import partner_key
 from app.agents.turns import Quotas, RequestKey, Turn, open_turn
 from app.agents.uploads import ext_for, normalise_upload
+from app.domain.personas import partner_gender
+from app.domain.profile import Profile
 from app.repositories.base import (
     BlobReader,
     BlobRepository,
@@ -180,11 +180,10 @@ class ImageAgent:
         ) as turn:
             if (earlier := self._earlier(turn)) is not None:
                 return earlier[0]
-            profile = turn.snapshot.doc("profile")
-            partner = profile.get(partner_key(profile))
-            partner = partner if isinstance(partner, dict) else {}
-            parts = [profile.get("partner_face_description"), partner.get("appearance")]
-            description = "。".join(str(p) for p in parts if p)
+            profile = Profile.from_stored(turn.snapshot.doc("profile"))
+            partner = profile.partner
+            parts = [profile.partner_face_description, partner.appearance if partner else None]
+            description = "。".join(p for p in parts if p)
             if not description:
                 raise InterviewIncomplete(["partner_face_description"])
             usage = self._quotas.spend(turn.snapshot.doc("state"), "partner_images")
@@ -202,12 +201,9 @@ class ImageAgent:
         ) as turn:
             if (earlier := self._earlier(turn)) is not None:
                 return earlier
-            profile, images = turn.snapshot.doc("profile"), turn.snapshot.doc("images")
-            children = [
-                c
-                for c in profile.get("children_info") or []
-                if isinstance(c, dict) and c.get("name")
-            ]
+            profile = Profile.from_stored(turn.snapshot.doc("profile"))
+            images = turn.snapshot.doc("images")
+            children = [c for c in profile.children_info or [] if c.name]
             if not children:
                 raise InterviewIncomplete(["children_info"])
             for needed, code in (

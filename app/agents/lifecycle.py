@@ -5,8 +5,8 @@ from __future__ import annotations
 from app.agents.errors import IdempotencyKeyReused
 from app.agents.family import family_status
 from app.agents.hera import INCOMPLETE
-from app.agents.profile import missing_fields
 from app.agents.turns import RequestKey
+from app.domain.profile import Profile
 from app.repositories.base import (
     BlobRepository,
     JSONDict,
@@ -41,7 +41,7 @@ class SessionLifecycle:
             "created_at": snap.meta.created_at,
             "updated_at": snap.meta.updated_at,
             "interview_status": state.get("interview_status", INCOMPLETE),
-            "profile_complete": not missing_fields(profile),
+            "profile_complete": Profile.from_stored(profile).complete,
             "family_status": family_status(family),
             "images": sorted(snap.doc("images")),
         }

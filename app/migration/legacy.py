@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from app.agents.family import merge_trip
 from app.agents.hera import COMPLETED, INCOMPLETE
 from app.agents.images import IMAGE_NAME
-from app.agents.personas import build_personas
-from app.agents.profile import is_complete, merge_profile
 from app.agents.uploads import sniff_image_type
+from app.domain.family import Plan, TripInfo
+from app.domain.history import HistoryEntry
+from app.domain.personas import build_personas
+from app.domain.profile import Profile
 from app.migration.records import Photo, SessionRecord
 from app.repositories.base import JSONDict, is_session_id
 
@@ -165,10 +166,11 @@ def _chat_entry(raw: Any, fallback: datetime, *, family: bool) -> JSONDict | Non
     stamp = (_parse_time(raw.get("timestamp")) or fallback).isoformat()
     user = who.lower() in _USER_SPEAKERS
     if not family:
-        return {"speaker": "user" if user else "hera", "message": text, "timestamp": stamp}
+        speaker = "user" if user else "hera"
+        return HistoryEntry(speaker=speaker, message=text, timestamp=stamp).stored()
     speaker = "user" if user else who or "家族"
     role = "user" if user else _who(raw, "role") or speaker
-    return {"speaker": speaker, "role": role, "message": text, "timestamp": stamp}
+    return HistoryEntry(speaker=speaker, role=role, message=text, timestamp=stamp).stored()
 
 
 def _texts(value: Any) -> list[str]:
@@ -181,21 +183,23 @@ def _plan(raw: JSONDict, confirmed: datetime, notes: list[str]) -> JSONDict | No
     if not isinstance(destination, str) or not destination.strip():
         notes.append("family_plan.json has no destination; plan not imported")
         return None
-    return {
-        "destination": destination.strip(),
-        "activities": _texts(raw.get("activities")),
-        "story": raw["story"] if isinstance(raw.get("story"), str) else "",
-        "letter": raw["letter"] if isinstance(raw.get("letter"), str) else "",
-        "confirmed_at": (_parse_time(raw.get("confirmed_at")) or confirmed).isoformat(),
-    }
+    return Plan(
+        destination=destination.strip(),
+        activities=_texts(raw.get("activities")),
+        story=raw["story"] if isinstance(raw.get("story"), str) else "",
+        letter=raw["letter"] if isinstance(raw.get("letter"), str) else "",
+        confirmed_at=(_parse_time(raw.get("confirmed_at")) or confirmed).isoformat(),
+    ).stored()
 
 
 def legacy_record(legacy: LegacySession) -> tuple[SessionRecord, list[str]]:
     """The new session for one legacy folder, and the profile keys that were dropped."""
     sid = legacy_session_id(legacy.old_id)
     raw_profile = legacy.profile or {}
-    profile, _ = merge_profile({}, raw_profile)  # validated: only known fields land
-    dropped = sorted(k for k in raw_profile if k not in profile)
+    # Validated and merged as an interview turn would: only known fields land.
+    profile, _ = Profile().merge(Profile.from_untrusted(raw_profile))
+    stored_profile = profile.stored()
+    dropped = sorted(k for k in raw_profile if k not in stored_profile)
     raw_logs = [*(legacy.history or []), *(legacy.family_history or [])]
     stamps = [t for e in raw_logs if isinstance(e, dict) and (t := _parse_time(e.get("timestamp")))]
     created = min(stamps, default=legacy.modified)
@@ -219,15 +223,15 @@ def legacy_record(legacy: LegacySession) -> tuple[SessionRecord, list[str]]:
             "destination": trip.get("destination"),
             "activities": _texts(trip.get("activities")),
         }
-        family["trip_info"] = merge_trip({"destination": None, "activities": []}, found)
-    if is_complete(profile) and (family or logs["family_history"]):
+        family["trip_info"] = TripInfo().merge(found).stored()
+    if profile.complete and (family or logs["family_history"]):
         # Stored now, as the API does on /complete: the family keeps its trip info.
-        family.update(personas=build_personas(profile, sid), status="active")
+        family["personas"] = [p.stored() for p in build_personas(profile, sid)]
     if plan:
         family.update(plan=plan)  # an agreed plan is what "complete" means
     docs: dict[str, JSONDict] = {
-        "profile": profile,
-        "state": {"interview_status": COMPLETED if is_complete(profile) else INCOMPLETE},
+        "profile": stored_profile,
+        "state": {"interview_status": COMPLETED if profile.complete else INCOMPLETE},
         "family": family,
     }
     record = SessionRecord(

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import Final, TypeVar, cast
+from typing import TypeVar, cast
 
 import anyio.to_thread
 
@@ -30,8 +30,6 @@ from app.repositories.base import (
 )
 
 T = TypeVar("T")
-ALL_DOCS: Final = cast(tuple[DocName, ...], DOC_NAMES)
-ALL_LOGS: Final = cast(tuple[LogName, ...], LOG_NAMES)
 
 
 # ------------------------------------------------------------------------------ writer
@@ -135,7 +133,7 @@ async def copy_sessions(
             report.sessions.skipped += 1
             return
         try:
-            snap = await source.load(session_id=session_id, docs=ALL_DOCS, logs=ALL_LOGS)
+            snap = await source.load(session_id=session_id, docs=DOC_NAMES, logs=LOG_NAMES)
         except SessionNotFound:
             report.notes.append(f"session {session_id}: expired or deleted while copying")
             return

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, get_args, runtime_checkable
 
 JSONDict = dict[str, Any]
 
@@ -21,8 +21,8 @@ JSONDict = dict[str, Any]
 # anywhere can never become a path or a key of its own.
 DocName = Literal["profile", "family", "images", "state"]
 LogName = Literal["history", "family_history"]
-DOC_NAMES: Final[tuple[str, ...]] = ("profile", "family", "images", "state")
-LOG_NAMES: Final[tuple[str, ...]] = ("history", "family_history")
+DOC_NAMES: Final[tuple[DocName, ...]] = get_args(DocName)
+LOG_NAMES: Final[tuple[LogName, ...]] = get_args(LogName)
 
 
 # --------------------------------------------------------------------------------- errors

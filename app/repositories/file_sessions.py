@@ -134,7 +134,8 @@ class FileSessionRepository:
             fcntl.flock(fd, fcntl.LOCK_EX)
             meta = self._read_meta(folder)
             yield meta
-            os.utime(fd)
+            now = self._clock()  # the same clock that judges expiry
+            os.utime(fd, (now, now))
         finally:
             os.close(fd)
 
@@ -165,6 +166,8 @@ class FileSessionRepository:
         record = {**meta_to_dict(meta), "layout": _LAYOUT}
         write_atomic(folder / "meta.json", dumps(record).encode())
         (folder / ".write").touch(mode=0o600)
+        now = self._clock()
+        os.utime(folder / ".write", (now, now))
 
     async def create_once(
         self, *, request_key: str, fingerprint: str, owner_id: str | None = None
@@ -221,7 +224,7 @@ class FileSessionRepository:
         self,
         *,
         session_id: str,
-        docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
+        docs: Sequence[DocName] = DOC_NAMES,
         logs: Sequence[LogName] = (),
         request_key: str | None = None,
     ) -> SessionSnapshot:

@@ -111,7 +111,7 @@ class MemorySessionRepository:
         self,
         *,
         session_id: str,
-        docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
+        docs: Sequence[DocName] = DOC_NAMES,
         logs: Sequence[LogName] = (),
         request_key: str | None = None,
     ) -> SessionSnapshot:

@@ -196,6 +196,11 @@ class RedisSessionRepository:
         self._read = client.register_script(_READ_LUA)
         self._claim = client.register_script(_CLAIM_LUA)
 
+    @property
+    def namespace(self) -> str:
+        """The first segment of every key of this store."""
+        return self._ns
+
     def _base(self, session_id: str) -> str:
         return f"{self._ns}:{{{check_session_id(session_id)}}}"
 
@@ -264,7 +269,7 @@ class RedisSessionRepository:
         self,
         *,
         session_id: str,
-        docs: Sequence[DocName] = DOC_NAMES,  # type: ignore[assignment]
+        docs: Sequence[DocName] = DOC_NAMES,
         logs: Sequence[LogName] = (),
         request_key: str | None = None,
     ) -> SessionSnapshot:

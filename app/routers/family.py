@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from app.agents.family import FamilyView
 from app.agents.turns import RequestKey
 from app.deps import FamilyDep, IdempotencyKeyDep, SessionIdDep, rate_limit
+from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
 from app.schemas import (
@@ -23,19 +24,21 @@ from app.schemas import (
     error_responses,
 )
 
-router = APIRouter(prefix="/api/sessions/{session_id}/family", tags=["family"])
+router = APIRouter(
+    prefix="/api/sessions/{session_id}/family", tags=["family"], route_class=LimitedRoute
+)
 
-_MEMBER_FIELDS = ("id", "name", "role", "kind", "age")
+_MEMBER_FIELDS = {"id", "name", "role", "kind", "age"}
 
 
 def _body(view: FamilyView) -> dict[str, Any]:
     return {
         "conversation_history": view.history,
-        "family_trip_info": view.trip_info,
+        "family_trip_info": view.trip_info.stored(),
         "conversation_complete": view.complete,
-        "family_plan": view.plan,
+        "family_plan": view.plan.stored() if view.plan else None,
         "proposal_pending": view.proposal is not None,
-        "members": [{k: p.get(k) for k in _MEMBER_FIELDS} for p in view.personas],
+        "members": [p.model_dump(include=_MEMBER_FIELDS) for p in view.personas],
     }
 
 

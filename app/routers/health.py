@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.deps import ServicesDep
 from app.repositories.base import RepositoryError
+from app.routers.bodies import LimitedRoute
 from app.schemas import HealthResponse, NotReadyResponse, ReadyResponse, error_responses
 
-router = APIRouter(prefix="/api", tags=["health"])
+router = APIRouter(prefix="/api", tags=["health"], route_class=LimitedRoute)
 log = logging.getLogger("hera.health")
 # Below the 2 s a probe (and a client) is promised an answer in, even when a store hangs.
 _PING_TIMEOUT = 1.5
@@ -40,9 +42,9 @@ async def health() -> HealthResponse:
     ),
 )
 async def ready(services: ServicesDep) -> ReadyResponse | JSONResponse:
-    async def check(ping: object) -> str:
+    async def check(ping: Callable[[], Awaitable[None]]) -> str:
         try:
-            await asyncio.wait_for(ping(), _PING_TIMEOUT)  # type: ignore[operator]
+            await asyncio.wait_for(ping(), _PING_TIMEOUT)
         except (RepositoryError, TimeoutError, OSError):
             return "down"
         except Exception as exc:  # a readiness probe answers 503, never 500

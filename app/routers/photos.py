@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from app.agents.images import StoredImage, check_image_name
 from app.agents.turns import RequestKey
 from app.deps import IdempotencyKeyDep, ImagesDep, SessionIdDep, SettingsDep, rate_limit
+from app.routers.bodies import LimitedRoute, UploadRoute
 from app.schemas import (
     BODY_ERRORS,
     LIMIT_ERRORS,
@@ -24,7 +25,9 @@ from app.schemas import (
     error_responses,
 )
 
-router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
+router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"], route_class=LimitedRoute)
+# The upload reads a file of up to MAX_UPLOAD_BYTES; its route class says so.
+uploads = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"], route_class=UploadRoute)
 _READ_CHUNK = 64 * 1024
 _IMAGE_ERRORS = {
     409: "The profile or a prerequisite image is missing (`interview_incomplete`, "
@@ -57,7 +60,7 @@ def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
     return {"status": "success", "image_url": image_url(session_id, image), "meta": image.meta}
 
 
-@router.post(
+@uploads.post(
     "/photos/user",
     summary="Upload the user's photo (JPEG, PNG or WebP)",
     response_model=UploadResponse,

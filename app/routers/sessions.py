@@ -16,6 +16,7 @@ from app.deps import (
     client_scoped,
     rate_limit,
 )
+from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
 from app.schemas import (
     BODY_ERRORS,
@@ -32,7 +33,7 @@ from app.schemas import (
     error_responses,
 )
 
-router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+router = APIRouter(prefix="/api/sessions", tags=["sessions"], route_class=LimitedRoute)
 
 # Every route with a session id can answer these; the others add what they can answer.
 NOT_FOUND = error_responses(*SESSION_ERRORS)
@@ -41,7 +42,7 @@ TURN_ERRORS = error_responses(*SESSION_ERRORS, *BODY_ERRORS, *LLM_ERRORS, *LIMIT
 
 def _status_body(view: InterviewView) -> dict[str, Any]:
     return {
-        "user_profile": view.profile,
+        "user_profile": view.profile.stored(),
         "conversation_history": view.history,
         "information_progress": view.progress,
         "missing_fields": view.missing,

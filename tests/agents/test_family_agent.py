@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
-from app.agents.brains.base import BrainError, FamilyLine, FamilyTurn
-from app.agents.brains.offline_interview import OfflineInterviewBrain
+from app.agents.brains import BrainError, FamilyLine, FamilyTurn
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
+from app.brains.offline.interview import OfflineInterviewBrain
+from app.domain.family import TripInfo, TripPlan
+from app.domain.profile import Profile
 from app.repositories.memory_sessions import MemorySessionRepository
+from tests.support.brains import Switchable
 from tests.support.writes import update
 
 Script = Callable[[dict[str, Any]], FamilyTurn]
@@ -56,7 +59,7 @@ class ScriptedBrain:
 
 def says(*trip: Any, answer: str | None = None) -> Script:
     def script(call: dict[str, Any]) -> FamilyTurn:
-        names = [p["name"] for p in call["personas"]]
+        names = [p.name for p in call["personas"]]
         info: dict[str, Any] = {}
         for item in trip:
             if isinstance(item, list):
@@ -70,16 +73,24 @@ def says(*trip: Any, answer: str | None = None) -> Script:
     return script
 
 
-async def family_with(prof: dict[str, Any]) -> tuple[FamilyAgent, MemorySessionRepository, str]:
+class Family(FamilyAgent):
+    """The agent under test, built over a brain the test re-scripts turn by turn."""
+
+    def __init__(self, store: MemorySessionRepository) -> None:
+        self.brain = Switchable(ScriptedBrain(says()), [])
+        super().__init__(sessions=store, brain=self.brain)  # type: ignore[arg-type]
+
+
+async def family_with(prof: dict[str, Any]) -> tuple[Family, MemorySessionRepository, str]:
     store = MemorySessionRepository()
     sid = (await store.create()).session_id
     await update(store, session_id=sid, doc="profile", fields=prof)
-    return FamilyAgent(sessions=store, brain=ScriptedBrain(says())), store, sid
+    return Family(store), store, sid
 
 
-def use(agent: FamilyAgent, script: Script, **kw: Any) -> ScriptedBrain:
+def use(family: Family, script: Script, **kw: Any) -> ScriptedBrain:
     brain = ScriptedBrain(script, **kw)
-    agent._brain = brain
+    family.brain.inner = brain
     return brain
 
 
@@ -118,7 +129,7 @@ async def test_the_partner_proposes_whatever_their_role_word(
     agent, _, sid = await family_with(profile(gender, status))
     use(agent, says("沖縄", ["海水浴", "水族館"]))
     result = await agent.handle_message(sid, "沖縄で海水浴と水族館！")
-    assert result.view.proposal == {"destination": "沖縄", "activities": ["海水浴", "水族館"]}
+    assert result.view.proposal == TripPlan(destination="沖縄", activities=["海水浴", "水族館"])
     proposer = result.reply[-1]
     assert proposer["role"] == role
     assert proposer["speaker"] == "健太"
@@ -145,10 +156,10 @@ async def test_the_users_next_message_accepts_and_stores_story_and_letter() -> N
     assert result.view.complete is True
     plan = result.view.plan
     assert plan is not None
-    assert plan["destination"] == "沖縄"
-    assert plan["story"].startswith("物語") and plan["letter"].startswith("手紙")
+    assert plan.destination == "沖縄"
+    assert plan.story.startswith("物語") and plan.letter.startswith("手紙")
     stored = (await store.load(session_id=sid, docs=["family"])).doc("family")
-    assert stored["plan"] == plan  # "complete" is derived from the stored plan
+    assert stored["plan"] == plan.stored()  # "complete" is derived from the stored plan
 
 
 async def test_after_completion_messages_get_a_closing_reply_and_change_nothing() -> None:
@@ -178,10 +189,9 @@ async def test_a_no_leads_to_a_new_proposal_only_after_the_trip_changes() -> Non
     assert quiet.view.proposal is None  # same trip as the declined one: no repeat
     use(agent, says(["花火"]))
     again = await agent.handle_message(sid, "花火もしたい")
-    assert again.view.proposal == {
-        "destination": "沖縄",
-        "activities": ["海水浴", "水族館", "花火"],
-    }
+    assert again.view.proposal == TripPlan(
+        destination="沖縄", activities=["海水浴", "水族館", "花火"]
+    )
 
 
 async def test_a_failed_story_is_replaced_by_a_fallback_never_empty() -> None:
@@ -191,8 +201,8 @@ async def test_a_failed_story_is_replaced_by_a_fallback_never_empty() -> None:
     use(agent, says(answer="accept"), story_fails=True)
     result = await agent.handle_message(sid, "賛成！")
     assert result.view.plan is not None
-    assert "京都" in result.view.plan["story"]
-    assert result.view.plan["letter"].startswith("手紙")
+    assert "京都" in result.view.plan.story
+    assert result.view.plan.letter.startswith("手紙")
 
 
 async def test_activities_accumulate_without_duplicates() -> None:
@@ -201,7 +211,7 @@ async def test_activities_accumulate_without_duplicates() -> None:
     await agent.handle_message(sid, "沖縄で海水浴")
     use(agent, says(["海水浴", "  "]))
     result = await agent.handle_message(sid, "海水浴は絶対")
-    assert result.view.trip_info == {"destination": "沖縄", "activities": ["海水浴"]}
+    assert result.view.trip_info == TripInfo(destination="沖縄", activities=["海水浴"])
     assert result.view.proposal is None
 
 
@@ -214,7 +224,9 @@ async def test_status_writes_nothing() -> None:
 
 
 def test_a_second_child_named_alone_does_not_replace_the_first() -> None:
-    from app.agents.profile import merge_profile
+    def merge_profile(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        merged, changed = Profile.from_untrusted(old).merge(Profile.from_untrusted(new))
+        return merged.stored(), changed
 
     first = {"children_info": [{"name": "さくら", "desired_gender": "女の子"}]}
     merged, changed = merge_profile(

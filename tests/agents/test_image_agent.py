@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.agents.brains.base import BrainError, GeneratedImage
+from app.agents.brains import BrainError, GeneratedImage
 from app.agents.images import ImageAgent
 from app.repositories.base import session_blob_prefix
 from app.repositories.memory_blobs import MemoryBlobRepository

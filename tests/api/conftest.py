@@ -11,8 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.container import Replacements
 from app.main import create_app
 from app.settings import Settings
+from tests.support.brains import TestBrains
 from tests.support.services import unavailable
 
 STACKS = ["file-disk", "redis-s3"]
@@ -60,10 +62,14 @@ async def _cleanup(settings: Settings) -> None:
 class ApiClient(httpx.AsyncClient):
     app: FastAPI
     settings: Settings
+    brains: TestBrains | None = None  # the brains the test handed in, if it did
 
 
-async def open_client(settings: Settings) -> AsyncIterator[ApiClient]:
-    app = create_app(settings)
+async def open_client(
+    settings: Settings, replacements: Replacements | None = None
+) -> AsyncIterator[ApiClient]:
+    """An app over `settings` (with `replacements`: its own stores, brains or clock)."""
+    app = create_app(settings, replacements)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with ApiClient(transport=transport, base_url="http://hera.test") as client:

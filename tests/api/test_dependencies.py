@@ -1,17 +1,17 @@
-"""The service dependencies: one level each, and still overridable by name."""
+"""The agent dependencies: one level each, typed, and overridable by name."""
 
 from __future__ import annotations
 
-import pytest
-
 from app.agents.hera import InterviewView
-from app.deps import _service, get_hera
+from app.deps import get_hera
+from app.domain.profile import Profile
 from tests.api.conftest import ApiClient
 
 
 class FixedHera:
     async def view(self, session_id: str) -> InterviewView:
-        return InterviewView({"age": 41}, [{"speaker": "hera", "message": "固定"}], "INCOMPLETE")
+        profile = Profile(age=41)
+        return InterviewView(profile, [{"speaker": "hera", "message": "固定"}], "INCOMPLETE")
 
 
 async def test_a_service_dependency_can_be_overridden_by_its_name(local_api: ApiClient) -> None:
@@ -25,8 +25,3 @@ async def test_a_service_dependency_can_be_overridden_by_its_name(local_api: Api
     assert body["conversation_history"] == [{"speaker": "hera", "message": "固定"}]
     real = (await local_api.get(f"/api/sessions/{sid}/status")).json()
     assert real["user_profile"] == {} and real["conversation_history"] == []
-
-
-def test_a_dependency_for_an_unknown_service_fails_at_import_time_not_per_request() -> None:
-    with pytest.raises(AttributeError):
-        _service("heraa")

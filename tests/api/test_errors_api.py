@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.agents.brains.base import BrainError, BrainTimeout, InterviewTurn
-from tests.api.conftest import ApiClient
+from app.agents.brains import BrainError, BrainTimeout, InterviewTurn
+from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.support.api import assert_json_error, new_session
+from tests.support.brains import TestBrains
 
 
 class ExplodingBrain:
@@ -19,8 +22,21 @@ class ExplodingBrain:
         raise self.exc
 
 
+@pytest.fixture
+async def switchable_api(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[ApiClient]:
+    """file+disk on offline brains the test holds (and may swap)."""
+    brains = TestBrains()
+    settings = stack_settings("file-disk", tmp_path, request)
+    async for client in open_client(settings, brains.replacements()):
+        client.brains = brains
+        yield client
+
+
 def use_brain(api: ApiClient, brain: object) -> None:
-    api.app.state.services.hera._brain = brain
+    assert api.brains is not None
+    api.brains.interview.inner = brain
 
 
 @pytest.mark.parametrize(
@@ -109,32 +125,42 @@ async def test_unknown_fields_in_the_body_are_ignored(local_api: ApiClient) -> N
     assert response.status_code == 200
 
 
-async def test_llm_timeout_is_504_and_commits_nothing_of_the_turn(local_api: ApiClient) -> None:
-    sid = await new_session(local_api)
-    await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳の女性です。"})
-    before = (await local_api.get(f"/api/sessions/{sid}/status")).json()
-    use_brain(local_api, ExplodingBrain(BrainTimeout("slow")))
-    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "東京です"})
+async def test_llm_timeout_is_504_and_commits_nothing_of_the_turn(
+    switchable_api: ApiClient,
+) -> None:
+    sid = await new_session(switchable_api)
+    await switchable_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳の女性です。"})
+    before = (await switchable_api.get(f"/api/sessions/{sid}/status")).json()
+    use_brain(switchable_api, ExplodingBrain(BrainTimeout("slow")))
+    response = await switchable_api.post(
+        f"/api/sessions/{sid}/messages", json={"message": "東京です"}
+    )
     assert_json_error(response, 504, "llm_timeout")
-    after = (await local_api.get(f"/api/sessions/{sid}/status")).json()
+    after = (await switchable_api.get(f"/api/sessions/{sid}/status")).json()
     # The client still has its text and can send it again; the store has no half turn.
     assert after == before
 
 
-async def test_llm_failure_is_502_and_leaves_the_profile_untouched(local_api: ApiClient) -> None:
-    sid = await new_session(local_api)
-    use_brain(local_api, ExplodingBrain(BrainError("boom")))
-    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳です"})
+async def test_llm_failure_is_502_and_leaves_the_profile_untouched(
+    switchable_api: ApiClient,
+) -> None:
+    sid = await new_session(switchable_api)
+    use_brain(switchable_api, ExplodingBrain(BrainError("boom")))
+    response = await switchable_api.post(
+        f"/api/sessions/{sid}/messages", json={"message": "32歳です"}
+    )
     assert_json_error(response, 502, "llm_error")
-    after = (await local_api.get(f"/api/sessions/{sid}/status")).json()
+    after = (await switchable_api.get(f"/api/sessions/{sid}/status")).json()
     assert after["user_profile"] == {}
     assert after["conversation_history"] == []
 
 
-async def test_unexpected_errors_are_json_500_without_details(local_api: ApiClient) -> None:
-    sid = await new_session(local_api)
-    use_brain(local_api, ExplodingBrain(RuntimeError("secret internals /etc/shadow")))
-    response = await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "こんにちは"})
+async def test_unexpected_errors_are_json_500_without_details(switchable_api: ApiClient) -> None:
+    sid = await new_session(switchable_api)
+    use_brain(switchable_api, ExplodingBrain(RuntimeError("secret internals /etc/shadow")))
+    response = await switchable_api.post(
+        f"/api/sessions/{sid}/messages", json={"message": "こんにちは"}
+    )
     body = assert_json_error(response, 500, "internal_error")
     assert "secret" not in response.text
     assert body["request_id"] == response.headers["x-request-id"]

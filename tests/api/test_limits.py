@@ -17,16 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from app.agents.brains.base import BrainError
-from app.agents.brains.slots import ModelSlots, Overloaded
+from app.agents.brains import BrainError, Overloaded
+from app.brains.slots import ModelSlots
 from app.ratelimit import RateLimited, build_rate_limiter
 from app.settings import RATE_LIMIT_KINDS, Settings
 from tests.api.conftest import STACKS, ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
 from tests.support.api import assert_json_error, new_session
+from tests.support.brains import TestBrains
 from tests.support.fake_gemini import FakeGemini, default_responder
-from tests.support.limits import count_model_calls, session_ids, stored
+from tests.support.limits import session_ids, stored
 from tests.support.polling import eventually
 
 FAMILY_SCRIPT = ("こんにちは！みんなで旅行に行きたいね。", "沖縄に行きたいな！", "ねえ、何しよう？")
@@ -35,14 +36,25 @@ WINDOW_SECONDS = 3600
 OpenApi = Callable[..., Awaitable[ApiClient]]
 
 
+def model_calls(api: ApiClient) -> list[str]:
+    """The model calls the app's brains make from now on (a list that grows)."""
+    assert api.brains is not None, "an app on the offline brains the test holds"
+    api.brains.calls.clear()
+    return api.brains.calls
+
+
 @pytest.fixture(params=STACKS)
 async def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenApi]:
     """Opens apps on this stack with the given settings; every one is shut down afterwards."""
     async with AsyncExitStack() as stack:
 
         async def open_api(**overrides: Any) -> ApiClient:
-            clients = open_client(stack_settings(request.param, tmp_path, request, **overrides))
+            settings = stack_settings(request.param, tmp_path, request, **overrides)
+            # Offline brains the test holds (to count and switch them), unless on Gemini.
+            brains = TestBrains() if settings.resolved_llm_provider == "offline" else None
+            clients = open_client(settings, brains.replacements() if brains else None)
             client = await anext(clients)
+            client.brains = brains
             stack.push_async_callback(_finish, clients)
             return client
 
@@ -124,7 +136,7 @@ async def test_the_request_past_a_rate_limit_is_429_with_retry_after_and_stores_
 ) -> None:
     api = await make_api(**{f"rate_limit_{kind}": "3/hour"})
     sid = await _prepare(api, kind)
-    calls = count_model_calls(api.app)
+    calls = model_calls(api)
     for index in range(3):
         response = await _spend(api, kind, sid, index)
         assert response.status_code in (200, 201), response.text
@@ -221,7 +233,7 @@ async def test_the_interview_message_past_the_quota_is_429_and_the_history_keeps
     for message in SCRIPT[:2]:
         response = await api.post(f"/api/sessions/{sid}/messages", json={"message": message})
         assert response.status_code == 200, response.text
-    calls = count_model_calls(api.app)
+    calls = model_calls(api)
     before = await stored(api.app, sid)
 
     refused = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[2]})
@@ -247,7 +259,7 @@ async def test_the_family_message_past_the_quota_is_429_and_stores_nothing(
     for message in FAMILY_SCRIPT[:2]:
         response = await api.post(f"/api/sessions/{sid}/family/messages", json={"message": message})
         assert response.status_code == 200, response.text
-    calls = count_model_calls(api.app)
+    calls = model_calls(api)
     before = await stored(api.app, sid)
 
     refused = await api.post(
@@ -271,7 +283,7 @@ async def test_the_partner_image_past_the_quota_is_429_and_stores_nothing(
     for _ in range(2):
         response = await api.post(f"/api/sessions/{sid}/generate-image")
         assert response.status_code == 200, response.text
-    calls = count_model_calls(api.app)
+    calls = model_calls(api)
     before = await stored(api.app, sid)
 
     refused = await api.post(f"/api/sessions/{sid}/generate-image")
@@ -292,7 +304,7 @@ async def test_the_child_image_round_past_the_quota_is_429_and_stores_nothing(
     assert (await api.post(f"/api/sessions/{sid}/generate-image")).status_code == 200
     first = await api.post(f"/api/sessions/{sid}/generate-child-image")
     assert first.status_code == 200, first.text
-    calls = count_model_calls(api.app)
+    calls = model_calls(api)
     before = await stored(api.app, sid)
 
     refused = await api.post(f"/api/sessions/{sid}/generate-child-image")
@@ -312,11 +324,12 @@ class FailingInterviewBrain:
 async def test_a_failed_model_call_does_not_spend_the_quota(make_api: OpenApi) -> None:
     api = await make_api(session_max_interview_messages=1)
     sid = await new_session(api)
-    hera = api.app.state.services.hera
-    working, hera._brain = hera._brain, FailingInterviewBrain()
+    assert api.brains is not None
+    switch = api.brains.interview
+    working, switch.inner = switch.inner, FailingInterviewBrain()
     failed = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[0]})
     assert_json_error(failed, 502, "llm_error")
-    hera._brain = working
+    switch.inner = working
     ok = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[0]})
     assert ok.status_code == 200, ok.text
     refused = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[1]})

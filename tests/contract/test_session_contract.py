@@ -21,7 +21,7 @@ from app.repositories.base import (
     utcnow,
 )
 from tests.conftest import SessionFactory
-from tests.support.polling import eventually, wait_until
+from tests.support.polling import eventually
 from tests.support.stores import StoreSpec, python
 from tests.support.writes import append, update
 
@@ -128,18 +128,22 @@ async def test_concurrent_appends_lose_nothing(sessions: SessionRepository) -> N
     assert sorted(e["n"] for e in snap.log("history")) == list(range(40))
 
 
-def _after(moment: datetime) -> None:
+async def _after(moment: datetime) -> None:
     """Let the clock move past `moment` (and file-system timestamp granularity)."""
     later = moment + timedelta(milliseconds=20)
-    wait_until(lambda: utcnow() > later, within=2, what="the clock moving on")
+
+    async def passed() -> bool:
+        return utcnow() > later
+
+    await eventually(passed, within=2, what="the clock moving on")
 
 
 async def test_every_write_refreshes_updated_at(sessions: SessionRepository) -> None:
     meta = await sessions.create()
-    _after(meta.updated_at)
+    await _after(meta.updated_at)
     await append(sessions, session_id=meta.session_id, log="history", entries=[{"a": 1}])
     appended = (await sessions.get_meta(session_id=meta.session_id)).updated_at
-    _after(appended)
+    await _after(appended)
     await update(sessions, session_id=meta.session_id, doc="profile", fields={"age": 3})
     updated = await sessions.get_meta(session_id=meta.session_id)
     assert meta.updated_at < appended < updated.updated_at
@@ -214,7 +218,41 @@ async def test_unknown_part_names_are_rejected(sessions: SessionRepository) -> N
         await append(sessions, session_id=sid, log="lock", entries=[{"a": 1}])  # type: ignore[arg-type]
 
 
-async def test_session_expires_ttl_after_last_write(make_sessions: SessionFactory) -> None:
+class ShiftedClock:
+    """Now, moved on by the test: expiry without waiting for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.mark.parametrize("session_spec", ["memory", "file"], indirect=True)
+async def test_session_expires_ttl_after_last_write_by_the_stores_clock(
+    make_sessions: SessionFactory,
+) -> None:
+    clock = ShiftedClock()
+    repo = await make_sessions(ttl_seconds=60, clock=clock)
+    sid = (await repo.create()).session_id
+    clock.offset = 59
+    assert await repo.exists(session_id=sid)
+    await append(repo, session_id=sid, log="history", entries=[{"a": 1}])  # refreshes
+    clock.offset = 118
+    assert await repo.exists(session_id=sid)
+    clock.offset = 120
+    assert not await repo.exists(session_id=sid)
+    with pytest.raises(SessionNotFound):
+        await repo.load(session_id=sid, logs=["history"])
+    with pytest.raises(SessionNotFound):
+        await append(repo, session_id=sid, log="history", entries=[{"a": 2}])
+
+
+@pytest.mark.parametrize("session_spec", ["fakeredis", "redis"], indirect=True)
+async def test_session_expires_ttl_after_last_write_by_the_servers_clock(
+    make_sessions: SessionFactory,
+) -> None:
+    # Redis expires keys by its own clock: real seconds here.
     repo = await make_sessions(ttl_seconds=1)
     sid = (await repo.create()).session_id
     await append(repo, session_id=sid, log="history", entries=[{"a": 1}])

@@ -18,6 +18,7 @@ import httpx
 
 from app.agents.family import proposal_text
 from app.agents.hera import COMPLETION_MESSAGE
+from app.domain.family import TripPlan
 from app.repositories.base import SessionRepository
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
@@ -140,7 +141,9 @@ async def run_journey(spread: Spread, sessions: SessionRepository) -> dict[str, 
     history = final["conversation_history"]
     assert len(history) == length
     assert [e["message"] for e in history if e["speaker"] == "user"] == sent
-    proposal = proposal_text({"destination": plan["destination"], "activities": plan["activities"]})
+    proposal = proposal_text(
+        TripPlan(destination=plan["destination"], activities=plan["activities"])
+    )
     assert sum(e["message"] == proposal for e in history) == 1  # proposed once, accepted once
 
     # --- after the plan: every process gives the closing line and changes nothing.

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from app.agents.brains.base import InterviewTurn
+from app.agents.brains import InterviewTurn
 from app.agents.hera import HeraAgent
 from tests.support.stores import StoreSpec, build_session_repo
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
+from app.container import Replacements
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
 from tests.reliability._servers import server_env
@@ -116,33 +117,42 @@ async def test_redis_session_keys_expire_together_after_the_last_write(
 
 
 # ------------------------------------------------------------------------------ files
-@pytest.fixture
-async def file_api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ApiClient]:
-    settings = stack_settings("file-disk", tmp_path, request, session_ttl=1)
-    async for client in open_client(settings):
-        yield client
+class ShiftedClock:
+    """Now, moved on by the test: the file store's expiry without waiting for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
 
-async def test_file_session_past_its_ttl_is_reported_missing(file_api: ApiClient) -> None:
-    api = file_api
-    sid = (await api.post("/api/sessions")).json()["session_id"]
-    base = f"/api/sessions/{sid}"
-    message = {"message": "32歳の女性です。独身です。"}
-    assert (await api.post(f"{base}/messages", json=message)).status_code == 200
-    assert (await api.get(base)).status_code == 200
+FILE_TTL = 600
 
-    async def gone() -> bool:
-        return (await api.get(base)).status_code == 404
 
-    await _poll("the file session to expire", time.monotonic() + 1 + GRACE, gone)
-    assert (api.settings.resolved_sessions_dir / sid).is_dir()  # expired, not yet pruned
-    for path in (f"{base}/status", f"{base}/family/status", f"{base}/photos/user"):
-        response = await api.get(path)
-        assert response.status_code == 404, (path, response.text)
-        assert response.json()["code"] == "session_not_found"
-    assert (await api.post(f"{base}/messages", json=message)).status_code == 404
-    assert (await api.post(f"{base}/family/messages", json=message)).status_code == 404
-    assert (await api.delete(base)).status_code == 404
+async def test_file_session_past_its_ttl_is_reported_missing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    clock = ShiftedClock()
+    settings = stack_settings("file-disk", tmp_path, request, session_ttl=FILE_TTL)
+    async for api in open_client(settings, Replacements(clock=clock)):
+        sid = (await api.post("/api/sessions")).json()["session_id"]
+        base = f"/api/sessions/{sid}"
+        message = {"message": "32歳の女性です。独身です。"}
+        clock.offset = FILE_TTL - 1
+        assert (await api.post(f"{base}/messages", json=message)).status_code == 200
+        clock.offset = 2 * FILE_TTL - 2  # one TTL after the message, less a second: alive
+        assert (await api.get(base)).status_code == 200
+        clock.offset = 2 * FILE_TTL  # one TTL after the last write: gone
+        assert (await api.get(base)).status_code == 404
+        assert (api.settings.resolved_sessions_dir / sid).is_dir()  # expired, not yet pruned
+        for path in (f"{base}/status", f"{base}/family/status", f"{base}/photos/user"):
+            response = await api.get(path)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["code"] == "session_not_found"
+        assert (await api.post(f"{base}/messages", json=message)).status_code == 404
+        assert (await api.post(f"{base}/family/messages", json=message)).status_code == 404
+        assert (await api.delete(base)).status_code == 404
 
 
 # ------------------------------------------------------------------------------ hera prune

@@ -23,6 +23,7 @@ from app.repositories.file_sessions import FileSessionRepository
 from tests.reliability._journey import Spread, delete_everywhere, run_journey
 from tests.reliability._servers import hera_servers, server_env
 from tests.reliability.conftest import CloudPair
+from tests.support.polling import entered_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +42,8 @@ async def test_journey_alternating_between_two_processes_on_redis_and_s3(
 async def test_journey_over_one_server_with_two_workers_on_files(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = server_env(HERA_DATA_DIR=str(data_dir))
-    with hera_servers(
-        tmp_path / "server", env, workers=2, app_ref="tests.reliability.pid_app:app"
+    async with entered_in_thread(
+        hera_servers(tmp_path / "server", env, workers=2, app_ref="tests.reliability.pid_app:app")
     ) as (server,):
         # No keep-alive: every request opens a new connection, which either worker may accept.
         limits = httpx.Limits(max_keepalive_connections=0)

@@ -43,7 +43,8 @@ def wait_until_answering(url: str, *, deadline: float, alive: Any = None) -> Non
         except OSError:
             return False
 
-    wait_until(answered, within=max(0.0, deadline - time.monotonic()), what=f"{url} answering")
+    within = max(0.0, deadline - time.monotonic())
+    wait_until(answered, within=within, what=f"{url} answering", setup=True)
 
 
 # ------------------------------------------------------------------------------ moto (S3)

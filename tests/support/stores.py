@@ -33,6 +33,7 @@ async def build_session_repo(spec: StoreSpec, **options: Any) -> SessionReposito
         return MemorySessionRepository(
             ttl_seconds=options.get("ttl_seconds", 86400),
             lock_wait_seconds=options.get("lock_wait_seconds", 5.0),
+            **({"clock": options["clock"]} if "clock" in options else {}),
         )
     if spec.kind == "file":
         from app.repositories.file_sessions import FileSessionRepository
@@ -41,6 +42,7 @@ async def build_session_repo(spec: StoreSpec, **options: Any) -> SessionReposito
             root=Path(p["root"]),
             ttl_seconds=options.get("ttl_seconds", 86400),
             lock_wait_seconds=options.get("lock_wait_seconds", 5.0),
+            **({"clock": options["clock"]} if "clock" in options else {}),
         )
     if spec.kind in ("redis", "fakeredis"):
         from tests.support.redis_support import build_redis_session_repo

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import anyio.to_thread
 from PIL import Image, ImageOps
 
-from app.agents.brains.base import BrainError, GeneratedImage, JSONDict
-from app.agents.brains.offline_paint import (
+from app.agents.brains import BrainError, GeneratedImage, JSONDict
+from app.brains.offline.paint import (
     CANVAS,
     RGB,
     WHITE,
@@ -36,7 +36,8 @@ from app.agents.brains.offline_paint import (
     shade,
     to_hex,
 )
-from app.agents.brains.offline_paint import SIZE as SIZE  # re-exported: the public size
+from app.brains.offline.paint import SIZE as SIZE  # re-exported: the public size
+from app.domain.profile import Child
 
 _MAX_PARENT_PIXELS = 60_000_000
 Table = tuple[tuple[str, tuple[str, ...]], ...]
@@ -392,12 +393,12 @@ def child_look(user: _Tones, partner: _Tones, style: str, seed: bytes) -> Look:
 
 
 def render_child(
-    user_photo: bytes, partner_image: bytes, child: JSONDict, index: int
+    user_photo: bytes, partner_image: bytes, child: Child, index: int
 ) -> GeneratedImage:
     """Synchronous (CPU-bound): run it in a worker thread. The child's name is not read."""
     user, partner = _decode(user_photo, "user photo"), _decode(partner_image, "partner image")
     user_tones, partner_tones = _tones(user), _tones(partner)
-    style = _child_style(child.get("desired_gender"))
+    style = _child_style(child.desired_gender)
     digest = hashlib.sha256()
     for part in (user_photo, partner_image, f"|{index}|{style}".encode()):
         digest.update(hashlib.sha256(part).digest())
@@ -428,9 +429,9 @@ class OfflineImageBrain:
         return await anyio.to_thread.run_sync(render_partner, description, gender)
 
     async def child_image(
-        self, *, user_photo: bytes, partner_image: bytes, child: JSONDict, index: int
+        self, *, user_photo: bytes, partner_image: bytes, child: Child, index: int
     ) -> GeneratedImage:
-        args = (user_photo, partner_image, dict(child), index)
+        args = (user_photo, partner_image, child, index)
         return await anyio.to_thread.run_sync(render_child, *args)
 
     async def aclose(self) -> None:

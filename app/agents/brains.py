@@ -1,13 +1,16 @@
 """The brain port: what the agents ask of an LLM (or of the offline rules).
 
-Adapters: `offline.py` (deterministic Japanese rules, no network) and `gemini.py`
-(google-genai). Agents depend only on these types.
+Adapters live in `app/brains/` (`offline/`: deterministic Japanese rules, no network;
+`gemini/`: google-genai). Agents depend only on these types and the domain's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from app.domain.family import Persona, TripInfo, TripPlan
+from app.domain.profile import Child, Profile
 
 JSONDict = dict[str, Any]
 
@@ -18,6 +21,15 @@ class BrainError(Exception):
 
 class BrainTimeout(BrainError):
     """The model did not answer within LLM_TIMEOUT_SECONDS."""
+
+
+class Overloaded(Exception):
+    """Too many model calls already wait in this process; try again shortly (not a model
+    failure: nothing is papered over with a fallback)."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("model calls are queued beyond LLM_MAX_QUEUE")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +68,7 @@ class InterviewBrain(Protocol):
     async def interview_turn(
         self,
         *,
-        profile: JSONDict,
+        profile: Profile,
         history: list[JSONDict],
         message: str,
         missing_fields: list[str],
@@ -66,35 +78,28 @@ class InterviewBrain(Protocol):
 
 
 class FamilyBrain(Protocol):
-    """The future family's voice.
-
-    Personas (stored in the session, made by `app/agents/personas.py`) are dicts:
-    `{"id": "partner" | "child_1" | ..., "kind": "partner" | "child", "name": str,
-      "role": "妻" | "夫" | "パートナー" | "息子" | "娘" | "子ども", "gender": "女性" | "男性" | None,
-      "age": int | None, "speaking_style": str, "personality": str, "traits": {Big Five 0..1},
-      "goals": str, "background": str}` — the partner first, then one per child.
-    History entries: `{"speaker": <name or "user">, "role": <role or "user">, "message", "timestamp"}`.
-    Trip info: `{"destination": str | None, "activities": [str, ...]}`.
-    A plan: `{"destination": str, "activities": [str, ...]}`.
-    """
+    """The future family's voice. Personas (`app/domain/family.py`, made once by
+    `app/domain/personas.py`) come partner first, then one per child. History entries are
+    stored dicts: `{"speaker": <name or "user">, "role": <role or "user">, "message",
+    "timestamp"}` (`app/domain/history.py`)."""
 
     async def family_turn(
         self,
         *,
-        profile: JSONDict,
-        personas: list[JSONDict],
+        profile: Profile,
+        personas: list[Persona],
         history: list[JSONDict],
-        trip_info: JSONDict,
+        trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
     ) -> FamilyTurn: ...
 
     async def write_story(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str: ...
 
     async def write_letter(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str: ...
 
 
@@ -106,7 +111,7 @@ class ImageBrain(Protocol):
         *,
         user_photo: bytes,
         partner_image: bytes,
-        child: JSONDict,
+        child: Child,
         index: int,
     ) -> GeneratedImage: ...
 

@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from app.agents.brains import offline_family_lexicon as fx
-from app.agents.brains.base import FamilyLine, FamilyTurn, JSONDict
-from app.agents.brains.offline_lexicon import normalise
+from app.agents.brains import FamilyLine, FamilyTurn, JSONDict
+from app.brains.offline import family_lexicon as fx
+from app.brains.offline.interview_lexicon import normalise
+from app.domain.family import Persona, TripInfo, TripPlan
+from app.domain.profile import Profile
 
 Answer = Literal["accept", "decline"]
 Piece = tuple[int, int, str]  # (paragraph, priority (0 = always), text)
@@ -88,14 +90,14 @@ def find_activities(text: str) -> list[str]:
     return list(found)
 
 
-def extract_trip(message: str, *, known: JSONDict, names: Iterable[str] = ()) -> JSONDict:
+def extract_trip(message: str, *, known: TripInfo, names: Iterable[str] = ()) -> JSONDict:
     """What this message adds to the trip info `known` (only new things)."""
     text = _text(message, names)
     out: JSONDict = {}
     destination = find_destination(text)
-    if destination and destination != known.get("destination"):
+    if destination and destination != known.destination:
         out["destination"] = destination
-    have = set(known.get("activities") or [])
+    have = set(known.activities)
     if activities := [a for a in find_activities(text) if a not in have]:
         out["activities"] = activities
     return out
@@ -127,47 +129,28 @@ def _pick(options: tuple[str, ...], *seed: object) -> str:
     return options[int.from_bytes(digest, "big") % len(options)]
 
 
-def partner_voice(persona: JSONDict) -> fx.Voice:
-    style = str(persona.get("speaking_style") or "")
+def partner_voice(persona: Persona) -> fx.Voice:
+    style = persona.speaking_style
     if fx.KANSAI_STYLE.search(style):
         return "kansai"
     return "polite" if fx.POLITE_STYLE.search(style) else "plain"
 
 
-def child_band(persona: JSONDict) -> fx.Band:
-    age = persona.get("age")
-    if not isinstance(age, int) or isinstance(age, bool):
+def child_band(persona: Persona) -> fx.Band:
+    age = persona.age
+    if age is None:
         return "kid"
     return "little" if age <= 6 else "teen" if age >= 13 else "kid"
 
 
-def user_name(profile: JSONDict) -> str | None:
-    for key in ("name", "user_name", "nickname"):
-        if isinstance(value := profile.get(key), str) and value.strip():
-            return value.strip()
-    return None
-
-
-def partner_calls_user(profile: JSONDict, voice: fx.Voice) -> str:
-    name = user_name(profile)
-    if not name:
-        return "あなた"
-    return f"{name}さん" if voice == "polite" and not name.endswith(("さん", "くん")) else name
-
-
-def child_calls_user(profile: JSONDict) -> str | None:
+def child_calls_user(profile: Profile) -> str | None:
     """お父さん / お母さん from the user's gender; None when unknown."""
-    gender = str(profile.get("gender") or "")
+    gender = profile.gender or ""
     return next((word for head, word in fx.CHILD_CALL.items() if gender.startswith(head)), None)
 
 
-def _name(persona: JSONDict, fallback: str) -> str:
-    return str(persona.get("name") or persona.get("role") or fallback)
-
-
-def _is_partner(persona: JSONDict, index: int) -> bool:
-    kind = persona.get("kind")
-    return kind == "partner" or (kind is None and index == 0)
+def _name(persona: Persona, fallback: str) -> str:
+    return persona.name or persona.role or fallback
 
 
 def _join(words: list[str], last: str = "と") -> str:
@@ -202,9 +185,9 @@ class Moment:
         return "unclear" if self.state == "pending" else "ready"
 
 
-def partner_line(persona: JSONDict, profile: JSONDict, at: Moment, seed: str) -> str:
+def partner_line(persona: Persona, at: Moment, seed: str) -> str:
     voice = partner_voice(persona)
-    you = partner_calls_user(profile, voice)
+    you = "あなた"
     react = at.reaction("react_acts")
     if at.state == "open" or (at.state != "accept" and react):
         keys = [react or "ack", at.next_step()]
@@ -218,7 +201,7 @@ def partner_line(persona: JSONDict, profile: JSONDict, at: Moment, seed: str) ->
     return line if you in line else f"{you}、{line}"
 
 
-def child_line(persona: JSONDict, profile: JSONDict, at: Moment, nth: int, seed: str) -> str:
+def child_line(persona: Persona, profile: Profile, at: Moment, nth: int, seed: str) -> str:
     call = child_calls_user(profile)
     key = "accept" if at.state == "accept" else at.reaction("react_act")
     if key is None:
@@ -232,14 +215,14 @@ def child_line(persona: JSONDict, profile: JSONDict, at: Moment, nth: int, seed:
 
 
 def family_lines(
-    profile: JSONDict, personas: list[JSONDict], turn: int, message: str, at: Moment
+    profile: Profile, personas: list[Persona], turn: int, message: str, at: Moment
 ) -> list[FamilyLine]:
     """One line per persona, in persona order; phrasing seeded by (message, member, turn)."""
     lines, nth = [], 0
-    for index, persona in enumerate(personas):
-        seed = "\x1f".join((message, str(persona.get("id", index)), str(turn)))
-        if _is_partner(persona, index):
-            text = partner_line(persona, profile, at, seed)
+    for persona in personas:
+        seed = "\x1f".join((message, persona.id, str(turn)))
+        if persona.kind == "partner":
+            text = partner_line(persona, at, seed)
         else:
             text, nth = child_line(persona, profile, at, nth, seed), nth + 1
         lines.append(FamilyLine(speaker=_name(persona, "家族"), message=text))
@@ -274,37 +257,34 @@ def fit(pieces: list[Piece], low: int, high: int) -> str:
     return _render(pieces, chosen)
 
 
-def _plan(plan: JSONDict) -> tuple[str, list[str]]:
-    dest = str(plan.get("destination") or "旅先")
-    acts = [str(a) for a in dict.fromkeys(plan.get("activities") or []) if str(a)]
+def _plan(plan: TripPlan) -> tuple[str, list[str]]:
+    dest = plan.destination or "旅先"
+    acts = [a for a in dict.fromkeys(plan.activities) if a]
     return dest, acts or ["散策"]
 
 
-def _members(personas: list[JSONDict]) -> tuple[JSONDict | None, list[JSONDict]]:
-    partner = next((p for i, p in enumerate(personas) if _is_partner(p, i)), None)
+def _members(personas: list[Persona]) -> tuple[Persona | None, list[Persona]]:
+    partner = next((p for p in personas if p.kind == "partner"), None)
     return partner, [p for p in personas if p is not partner]
 
 
-def _interest(profile: JSONDict) -> str:
-    value = profile.get("interests")
-    if isinstance(value, list):
-        value = next((str(v) for v in value if v), "")
-    return str(value or "")
+def _interest(profile: Profile) -> str:
+    return next((v for v in profile.interests or [] if v), "")
 
 
 def story_pieces(
-    profile: JSONDict, personas: list[JSONDict], plan: JSONDict, level: int
+    profile: Profile, personas: list[Persona], plan: TripPlan, level: int
 ) -> list[Piece]:
     """`level` 0 tells each activity in full, 1 briefly, 2 in one sentence."""
     dest, acts = _plan(plan)
     partner, children = _members(personas)
     pname = _name(partner, "パートナー") if partner else "パートナー"
     kids = [_name(c, "子ども") for c in children] or ["子どもたち"]
-    user = user_name(profile) or "あなた"
+    user = "あなた"
     values = {
         "user": user, "partner": pname, "dest": dest, "acts": "、".join(acts),
         "family": f"{user}と{pname}、そして{_join(kids)}", "kids": _join(kids), "kid0": kids[0],
-        "location": str(profile.get("location") or ""), "interest": _interest(profile),
+        "location": profile.location or "", "interest": _interest(profile),
     }  # fmt: skip
     if level < 2:
         scenes = [
@@ -335,24 +315,21 @@ def story_pieces(
 
 
 def letter_pieces(
-    profile: JSONDict, personas: list[JSONDict], plan: JSONDict, level: int
+    profile: Profile, personas: list[Persona], plan: TripPlan, level: int
 ) -> list[Piece]:
     """`level` > 0 keeps only each member's first sentences (for very large families)."""
     dest, acts = _plan(plan)
     partner, children = _members(personas)
-    name = user_name(profile)
     call = child_calls_user(profile)
-    location = str(profile.get("location") or "")
-    pieces: list[Piece] = [(0, 0, f"{name or fx.LETTER_TO_NAMELESS}へ")]
+    location = profile.location or ""
+    pieces: list[Piece] = [(0, 0, f"{fx.LETTER_TO_NAMELESS}へ")]
     for prio, text in fx.LETTER_OPENING:
         if location or "{location}" not in text:
-            pieces.append(
-                (1, prio, text.format(dest=dest, you=name or "あなた", location=location))
-            )
+            pieces.append((1, prio, text.format(dest=dest, you="あなた", location=location)))
     para, signers = 2, []
     if partner:
         voice = partner_voice(partner)
-        values = {"you": partner_calls_user(profile, voice), "partner": _name(partner, "パートナー"),
+        values = {"you": "あなた", "partner": _name(partner, "パートナー"),
                   "dest": dest, "act": acts[0]}  # fmt: skip
         pieces += [(para, p, t.format(**values)) for p, t in fx.LETTER_PARTNER[voice]]
         signers.append(values["partner"])
@@ -365,21 +342,21 @@ def letter_pieces(
         signers.append(kid)
         para += 1
     members = range(2, para)
-    pieces += [(para, p, t.format(you=name or "あなた")) for p, t in fx.LETTER_CLOSING]
+    pieces += [(para, p, t.format(you="あなた")) for p, t in fx.LETTER_CLOSING]
     pieces.append((para + 1, 15, fx.LETTER_POSTSCRIPT))
     pieces.append((para + 2, 0, fx.LETTER_SIGN.format(names="、".join(signers) or "未来の家族")))
     return [p for p in pieces if level == 0 or p[1] == 0 or p[0] not in members]
 
 
-Builder = Callable[[JSONDict, list[JSONDict], JSONDict, int], list[Piece]]
+Builder = Callable[[Profile, list[Persona], TripPlan, int], list[Piece]]
 
 
 def _write(
     build: Builder,
     span: tuple[int, int],
-    profile: JSONDict,
-    personas: list[JSONDict],
-    plan: JSONDict,
+    profile: Profile,
+    personas: list[Persona],
+    plan: TripPlan,
 ) -> str:
     """The fullest telling that fits; shorter tellings only when a huge plan needs them."""
     text = ""
@@ -398,35 +375,32 @@ class OfflineFamilyBrain:
     async def family_turn(
         self,
         *,
-        profile: JSONDict,
-        personas: list[JSONDict],
+        profile: Profile,
+        personas: list[Persona],
         history: list[JSONDict],
-        trip_info: JSONDict,
+        trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
     ) -> FamilyTurn:
-        names = [str(p.get("name") or "") for p in personas]
-        added = extract_trip(message, known=trip_info, names=[*names, user_name(profile) or ""])
-        answer = (
-            classify_answer(message, trip_info.get("destination")) if proposal_pending else None
-        )
-        known = list(trip_info.get("activities") or [])
+        added = extract_trip(message, known=trip_info, names=[p.name for p in personas])
+        answer = classify_answer(message, trip_info.destination) if proposal_pending else None
+        known = list(trip_info.activities)
         at = Moment(
             state=answer or ("pending" if proposal_pending else "open"),
             new_dest=str(added.get("destination") or ""),
             new_acts=list(added.get("activities") or []),
-            dest=str(added.get("destination") or trip_info.get("destination") or ""),
+            dest=str(added.get("destination") or trip_info.destination or ""),
             acts=list(dict.fromkeys([*known, *added.get("activities", [])])),
         )
         lines = family_lines(profile, personas, len(history), message, at)
         return FamilyTurn(lines=lines, trip_info=added, proposal_answer=answer)
 
     async def write_story(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str:
         return _write(story_pieces, STORY_RANGE, profile, personas, plan)
 
     async def write_letter(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str:
         return _write(letter_pieces, LETTER_RANGE, profile, personas, plan)

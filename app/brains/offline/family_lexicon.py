@@ -11,7 +11,7 @@ import re
 from types import MappingProxyType
 from typing import Final, Literal
 
-from app.agents.brains.offline_lexicon import PREFECTURES
+from app.brains.offline.interview_lexicon import PREFECTURES
 
 Voice = Literal["plain", "polite", "kansai"]
 Band = Literal["little", "kid", "teen"]

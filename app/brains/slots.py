@@ -10,13 +10,7 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-
-class Overloaded(Exception):
-    """Too many model calls already wait in this process; try again shortly."""
-
-    def __init__(self, retry_after: int = 1) -> None:
-        super().__init__("model calls are queued beyond LLM_MAX_QUEUE")
-        self.retry_after = retry_after
+from app.agents.brains import Overloaded
 
 
 class ModelSlots:

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from typing import Any, Final
 
+from app.domain.profile import Profile
+
 Stems = tuple[tuple[str, tuple[str, ...]], ...]  # (canonical word, stems found in text)
 
 
@@ -335,11 +337,11 @@ PARTNER_SUB_MARKERS: Final = (
 )
 
 
-def partner_word(profile: dict[str, Any]) -> str:
+def partner_word(profile: Profile) -> str:
     """How Hera refers to the partner the interview is about."""
-    status = profile.get("relationship_status")
+    status = profile.relationship_status
     if status == "married":
-        spouse = {"女性": "旦那さま", "男性": "奥さま"}.get(str(profile.get("gender")))
+        spouse = {"女性": "旦那さま", "男性": "奥さま"}.get(profile.gender or "")
         return spouse or "パートナーの方"
     return "お付き合いしている方" if status == "partnered" else "理想のお相手"
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
-from app.agents.brains.base import BrainError, FamilyLine, FamilyTurn, JSONDict
-from app.agents.brains.gemini import GeminiBrainBase, prompt_sections, recent_history
+from app.agents.brains import BrainError, FamilyLine, FamilyTurn, JSONDict
+from app.brains.gemini.caller import GeminiBrainBase, prompt_sections, recent_history
+from app.domain.family import Persona, TripInfo, TripPlan
+from app.domain.profile import Profile
 
 # Only what shapes the family's voice; never image paths or other system fields.
 _USER_FIELDS: Final = ("age", "gender", "location", "interests", "lifestyle")
@@ -30,10 +32,10 @@ class GeminiFamilyBrain(GeminiBrainBase):
     async def family_turn(
         self,
         *,
-        profile: JSONDict,
-        personas: list[JSONDict],
+        profile: Profile,
+        personas: list[Persona],
         history: list[JSONDict],
-        trip_info: JSONDict,
+        trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
     ) -> FamilyTurn:
@@ -41,7 +43,7 @@ class GeminiFamilyBrain(GeminiBrainBase):
         if not names:
             raise BrainError("there is no family member to voice (no persona has a name)")
         labels = {"user": "利用者"} | {
-            name: f"{name}({persona.get('role') or '家族'})" for name, persona in names
+            name: f"{name}({persona.role or '家族'})" for name, persona in names
         }
         conversation = [
             f"{labels.get(str(entry.get('speaker')), str(entry.get('speaker')))}: "
@@ -75,12 +77,12 @@ class GeminiFamilyBrain(GeminiBrainBase):
         )
 
     async def write_story(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str:
         return await self._write("story", _STORY_SYSTEM, profile, personas, plan)
 
     async def write_letter(
-        self, *, profile: JSONDict, personas: list[JSONDict], plan: JSONDict
+        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
     ) -> str:
         return await self._write("letter", _LETTER_SYSTEM, profile, personas, plan)
 
@@ -88,9 +90,9 @@ class GeminiFamilyBrain(GeminiBrainBase):
         self,
         key: Literal["story", "letter"],
         system: str,
-        profile: JSONDict,
-        personas: list[JSONDict],
-        plan: JSONDict,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
     ) -> str:
         prompt = prompt_sections(
             {
@@ -114,10 +116,10 @@ class GeminiFamilyBrain(GeminiBrainBase):
 
 
 # ------------------------------------------------------------------------------ answers
-def _family_lines(raw: Any, personas: list[JSONDict]) -> list[FamilyLine]:
+def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
     """One line per persona that spoke, in persona order; unknown speakers are dropped."""
     names = [name for name, _ in _names(personas)]
-    roles = [str(p.get("role") or "").strip() for _, p in _names(personas)]
+    roles = [p.role.strip() for _, p in _names(personas)]
     # A model may write a member's role (妻, 息子) instead of the name; only unique roles count.
     by_role = {
         role: name for role, name in zip(roles, names, strict=True) if roles.count(role) == 1
@@ -164,32 +166,32 @@ def _proposal_answer(raw: Any, pending: bool) -> Literal["accept", "decline"] | 
 
 
 # ------------------------------------------------------------------------------ prompts
-def _names(personas: list[JSONDict]) -> list[tuple[str, JSONDict]]:
+def _names(personas: list[Persona]) -> list[tuple[str, Persona]]:
     """(name, persona) for every persona with a name, first of each name only, in order."""
-    named: dict[str, JSONDict] = {}
+    named: dict[str, Persona] = {}
     for persona in personas:
-        name = persona.get("name")
-        if isinstance(name, str) and name.strip():
-            named.setdefault(name.strip(), persona)
+        if persona.name.strip():
+            named.setdefault(persona.name.strip(), persona)
     return list(named.items())
 
 
-def _persona_line(persona: JSONDict) -> str:
-    age = persona.get("age")
-    role = str(persona.get("role") or "家族") + (f"、{age}歳" if isinstance(age, int) else "")
-    details = [f"{label}: {persona[key]}" for key, label in _PERSONA_DETAILS if persona.get(key)]
-    return " / ".join([f"- {str(persona.get('name')).strip()}({role})", *details])
+def _persona_line(persona: Persona) -> str:
+    age = persona.age
+    role = (persona.role or "家族") + (f"、{age}歳" if isinstance(age, int) else "")
+    fields = persona.stored()
+    details = [f"{label}: {fields[key]}" for key, label in _PERSONA_DETAILS if fields.get(key)]
+    return " / ".join([f"- {persona.name.strip()}({role})", *details])
 
 
-def _user_summary(profile: JSONDict) -> str:
-    known = {key: profile[key] for key in _USER_FIELDS if profile.get(key) not in (None, "", [])}
-    return json.dumps(known, ensure_ascii=False, default=str) if known else "(情報なし)"
+def _user_summary(profile: Profile) -> str:
+    stored = profile.stored()
+    known = {key: stored[key] for key in _USER_FIELDS if key in stored}
+    return json.dumps(known, ensure_ascii=False) if known else "(情報なし)"
 
 
-def _trip_line(trip: JSONDict) -> str:
-    destination = trip.get("destination") or "未定"
-    activities = [str(a) for a in trip.get("activities") or []]
-    return f"行き先: {destination} / やりたいこと: {'、'.join(activities) or '未定'}"
+def _trip_line(trip: TripInfo | TripPlan) -> str:
+    destination = trip.destination or "未定"
+    return f"行き先: {destination} / やりたいこと: {'、'.join(trip.activities) or '未定'}"
 
 
 def _turn_schema(names: list[str]) -> JSONDict:

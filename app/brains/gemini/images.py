@@ -12,8 +12,9 @@ from typing import Final
 
 from google.genai import types
 
-from app.agents.brains.base import BrainError, GeneratedImage, JSONDict
-from app.agents.brains.gemini import GeminiBrainBase
+from app.agents.brains import BrainError, GeneratedImage
+from app.brains.gemini.caller import GeminiBrainBase
+from app.domain.profile import Child
 
 _STYLE: Final = (
     "Head and shoulders, looking at the camera with a gentle, kind smile; soft natural light; "
@@ -59,12 +60,11 @@ class GeminiImageBrain(GeminiBrainBase):
         *,
         user_photo: bytes,
         partner_image: bytes,
-        child: JSONDict,
+        child: Child,
         index: int,
     ) -> GeneratedImage:
-        gender = _CHILD_GENDERS.get(str(child.get("desired_gender") or "").strip().lower())
-        age = child.get("age")
-        years = age if isinstance(age, int) and 0 <= age <= 18 else _DEFAULT_CHILD_AGE
+        gender = _CHILD_GENDERS.get((child.desired_gender or "").strip().lower())
+        years = _DEFAULT_CHILD_AGE  # the profile holds no age for a wished-for child
         subject = _CHILD_SUBJECTS.get(gender or "", "a child")
         prompt = (
             f"Create a warm, realistic portrait photograph of their child: {subject}, about "

@@ -11,55 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-from app.agents.brains import offline_lexicon as lx
-from app.agents.brains.base import InterviewTurn, JSONDict
+from app.agents.brains import InterviewTurn, JSONDict
+from app.brains.offline import interview_lexicon as lx
+from app.domain.profile import PARTNER_KEYS, Partner, Profile, partner_key, present
 
 Subject = Literal["user", "partner", "child"]
-BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
-BASICS = ("age", "gender", "relationship_status")
-PARTNER_KEYS = ("current_partner", "ideal_partner")
-PARTNER_REQUIRED = ("name", "temperament", "appearance")
-
-
-# --- completeness ----------------------------------------------------------------------
-def partner_key(status: object) -> str:
-    return "current_partner" if status in ("married", "partnered") else "ideal_partner"
-
-
-def _filled(value: object) -> bool:
-    return value is not None and value not in ("", [], {})
-
-
-def missing_profile_fields(profile: JSONDict) -> list[str]:
-    """The §3.1 completeness rule in asking order (the agent owns the authoritative copy)."""
-    missing = [f for f in (*BASICS, "location", "income_range") if not _filled(profile.get(f))]
-    traits = profile.get("user_personality_traits")
-    if not isinstance(traits, dict) or sum(t in traits for t in BIG_FIVE) < 2:
-        missing.append("user_personality_traits")
-    if not _filled(profile.get("partner_face_description")):
-        missing.append("partner_face_description")
-    key = partner_key(profile.get("relationship_status"))
-    partner = profile.get(key)
-    if not isinstance(partner, dict) or not all(_filled(partner.get(k)) for k in PARTNER_REQUIRED):
-        missing.append(key)
-    children = profile.get("children_info")
-    complete = (c for c in children or [] if isinstance(c, dict) and c.get("desired_gender"))
-    if not isinstance(children, list) or not any(_filled(c.get("name")) for c in complete):
-        missing.append("children_info")
-    return missing
-
-
-def merge_profile(profile: JSONDict, extracted: JSONDict) -> JSONDict:
-    """Deep-merge one level (partner dicts, traits); any other value replaces the old one."""
-    merged = dict(profile)
-    for key, value in extracted.items():
-        old = merged.get(key)
-        merged[key] = (
-            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-        )
-    return merged
+BASICS: Final = ("age", "gender", "relationship_status")  # asked together, in one question
 
 
 # --- what Hera asked last --------------------------------------------------------------
@@ -118,7 +77,7 @@ def _subject(clause: str) -> Subject | None:
 
 
 # --- fields ----------------------------------------------------------------------------
-def parse_message(message: str, *, profile: JSONDict, topic: Topic) -> JSONDict:
+def parse_message(message: str, *, profile: Profile, topic: Topic) -> JSONDict:
     """The profile fields recognised in `message` (only those), given what Hera asked last."""
     text = lx.normalise(message)
     # A clause naming nobody is about whoever Hera's question was about.
@@ -134,25 +93,25 @@ def parse_message(message: str, *, profile: JSONDict, topic: Topic) -> JSONDict:
     status = next((value for value, p in lx.STATUS_PATTERNS if p.search(text)), None)
     _put(out, "relationship_status", status)
     if topic.field == "basics" and "その他" in text:  # answers whichever is still open
-        gender_open = not profile.get("gender") and "gender" not in out
+        gender_open = not profile.gender and "gender" not in out
         out.setdefault(*(("gender", "その他") if gender_open else ("relationship_status", "other")))
     _put(out, "location", _location(text, topic.field == "location"))
     _put(out, "income_range", _income(text, topic.field == "income_range"))
     _put(out, "user_personality_traits", _traits(user))
     _put(out, "interests", _hobbies(user))
     _put(out, "lifestyle", "、".join(_words(user, lx.LIFESTYLE)))
-    key = partner_key(out.get("relationship_status", profile.get("relationship_status")))
-    have = profile.get(key)
-    partner, face = _partner(about["partner"], topic, have if isinstance(have, dict) else {})
+    key = partner_key(out.get("relationship_status", profile.relationship_status))
+    partner, face = _partner(about["partner"], topic, getattr(profile, key) or Partner())
     _put(out, key, partner)
     _put(out, "partner_face_description", face)
-    children = _children("。".join(about["child"]), topic, profile.get("children_info"))
+    known = [c.model_dump(exclude_none=True) for c in profile.children_info or []]
+    children = _children("。".join(about["child"]), topic, known)
     _put(out, "children_info", children)
     return out
 
 
 def _put(out: JSONDict, key: str, value: object) -> None:
-    if _filled(value):
+    if present(value):
         out[key] = value
 
 
@@ -270,7 +229,7 @@ def clean_name(raw: str) -> str | None:
     return None if any(w in name for w in lx.DESCRIPTIVE) else name
 
 
-def _partner(clauses: list[str], topic: Topic, have: JSONDict) -> tuple[JSONDict, str]:
+def _partner(clauses: list[str], topic: Topic, have: Partner) -> tuple[JSONDict, str]:
     text = "。".join(clauses)
     if not text:
         return {}, ""
@@ -284,7 +243,7 @@ def _partner(clauses: list[str], topic: Topic, have: JSONDict) -> tuple[JSONDict
     out: JSONDict = {}
     if topic.field == "partner" and not (name or temperament or appearance or face):
         # A short answer to a partner question fills what was asked (or the missing name).
-        wanted = topic.partner_sub or (None if _filled(have.get("name")) else "name")
+        wanted = topic.partner_sub or (None if present(have.name) else "name")
         if wanted == "name" and not lx.NOT_AN_ANSWER.search(text):
             name = clean_name(described)
         elif wanted:
@@ -292,7 +251,7 @@ def _partner(clauses: list[str], topic: Topic, have: JSONDict) -> tuple[JSONDict
     _put(out, "name", name)
     _put(out, "temperament", "、".join(temperament))
     # A face is part of the looks: it fills a still-empty appearance.
-    looks = "、".join(appearance) or ("" if _filled(have.get("appearance")) else face)
+    looks = "、".join(appearance) or ("" if present(have.appearance) else face)
     _put(out, "appearance", looks)
     _put(out, "personality_traits", _traits(text))
     _put(out, "hobbies", _hobbies(text))
@@ -378,31 +337,32 @@ def _fits(child: JSONDict, slot: JSONDict) -> bool:
 
 
 # --- Hera's reply ----------------------------------------------------------------------
-def _question(field: str, profile: JSONDict) -> str:
+def _question(field: str, profile: Profile) -> str:
     questions, pw = dict(lx.QUESTIONS), lx.partner_word(profile)
     if field in BASICS:
-        labels = [label for f, label in lx.BASIC_LABELS if not _filled(profile.get(f))] or [
+        labels = [label for f, label in lx.BASIC_LABELS if not present(getattr(profile, f))] or [
             label for _, label in lx.BASIC_LABELS
         ]
         return questions["basics"].format(labels="、".join(labels))
     if field in PARTNER_KEYS:
-        have: JSONDict = partner if isinstance(partner := profile.get(field), dict) else {}
-        labels = [label for k, label in lx.PARTNER_LABELS if not _filled(have.get(k))]
-        named = field == "current_partner" or _filled(have.get("name"))
+        have: Partner = getattr(profile, field) or Partner()
+        labels = [label for k, label in lx.PARTNER_LABELS if not present(getattr(have, k))]
+        named = field == "current_partner" or present(have.name)
         hint = "" if named else questions["ideal_name_hint"]
         return questions["partner"].format(pw=pw, labels="、".join(labels)) + hint
     if field == "children_info":
-        children = [c for c in profile.get("children_info") or [] if isinstance(c, dict)]
-        children = [c for c in children if c.get("name") or c.get("desired_gender")]
-        if unsure := [str(c["name"]) for c in children if not c.get("desired_gender")]:
+        children = [c for c in profile.children_info or [] if c.name or c.desired_gender]
+        if unsure := [c.name for c in children if c.name and not c.desired_gender]:
             return questions["child_gender"].format(names="、".join(unsure))
         return questions["child_name" if children else "children_info"]
     return questions[field].format(pw=pw)
 
 
-def compose_reply(extracted: JSONDict, merged: JSONDict, remaining: list[str]) -> str:
-    """Thanks, what was understood, then the next question (or that all is collected)."""
-    ack = lx.acknowledge(extracted, lx.partner_word(merged)) or "もう少しだけ詳しく伺えますか。"
+def compose_reply(extracted: JSONDict, merged: Profile, remaining: list[str]) -> str:
+    """Thanks, what was understood (only values that pass the profile's validation), then
+    the next question (or that all is collected)."""
+    understood = Profile.from_untrusted(extracted).stored()
+    ack = lx.acknowledge(understood, lx.partner_word(merged)) or "もう少しだけ詳しく伺えますか。"
     ask = _question(remaining[0], merged) if remaining else lx.ALL_DONE
     return f"ありがとうございます。{ack}{ask}"
 
@@ -415,7 +375,7 @@ class OfflineInterviewBrain:
     async def interview_turn(
         self,
         *,
-        profile: JSONDict,
+        profile: Profile,
         history: list[JSONDict],
         message: str,
         missing_fields: list[str],
@@ -423,10 +383,12 @@ class OfflineInterviewBrain:
         extracted = parse_message(
             message, profile=profile, topic=asked_topic(history, missing_fields)
         )
-        merged = merge_profile(profile, extracted)
-        still = missing_profile_fields(merged)
+        # What the agent will store: the same validation and merge, so the reply asks next
+        # for what will really still be missing.
+        merged, _ = profile.merge(Profile.from_untrusted(extracted))
+        still = merged.missing_fields()
         # The agent's list says what is missing; a new status may rename the partner key.
-        key = partner_key(merged.get("relationship_status"))
+        key = merged.partner_key
         named = dict.fromkeys(key if f in PARTNER_KEYS else f for f in missing_fields)
         remaining = [f for f in named if f in still] or still
         return InterviewTurn(reply=compose_reply(extracted, merged, remaining), extracted=extracted)

@@ -1,0 +1,1 @@
+"""The Gemini adapters: one call machinery (`caller.py`), one file per brain."""

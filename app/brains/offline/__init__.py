@@ -1,0 +1,1 @@
+"""The offline adapters: rules and lexicons per brain, no model, no network."""
