@@ -60,20 +60,8 @@ class NotFound(AppError):
     status, code, message = 404, "not_found", "見つかりません。"
 
 
-class Conflict(AppError):
-    status, code, message = 409, "conflict", "現在の状態ではこの操作はできません。"
-
-
 class InvalidInput(AppError):
     status, code, message = 422, "invalid_input", "入力が正しくありません。"
-
-
-class PayloadTooLarge(AppError):
-    status, code, message = 413, "payload_too_large", "送信されたデータが大きすぎます。"
-
-
-class UnsupportedMedia(AppError):
-    status, code, message = 415, "unsupported_media_type", "対応していない形式です。"
 
 
 def error_body(

@@ -221,11 +221,6 @@ class Settings(BaseSettings):
         limit: int | None = getattr(self, f"session_max_{name}")
         return None if self.rate_limits == "off" else limit
 
-    @property
-    def normalized_key_prefix(self) -> str:
-        prefix = self.blob_key_prefix.strip("/")
-        return f"{prefix}/" if prefix else ""
-
 
 def _describe(error: Any) -> str:
     name = "_".join(str(p) for p in error["loc"] if isinstance(p, str)).upper() or "SETTINGS"

@@ -1,6 +1,6 @@
 """Logs as operations sees them: the app's own handler on stderr, in-process over ASGI.
 
-SPEC §4: one JSON object per line (LOG_FORMAT=json) or readable text, a request id on every
+One JSON object per line (LOG_FORMAT=json) or readable text, a request id on every
 line of a request, one access line per request naming the route template, and no chat text
 or photo bytes at INFO. The app is built by `create_app` exactly as in production; stderr is
 captured with `capsys` (the app is built inside each test, while capsys's stream is live).
@@ -188,7 +188,7 @@ async def test_a_cors_preflight_is_logged_too(
             "/api/sessions",
             headers={"origin": "https://other.example", "access-control-request-method": "POST"},
         )
-        assert response.status_code in (200, 400)
+        assert response.status_code == 400  # not an allowed origin
         line = only_access_line(capsys)
         assert (line["method"], line["status"]) == ("OPTIONS", response.status_code)
         assert line["request_id"] == response.headers.get("x-request-id")
@@ -265,7 +265,7 @@ async def test_chat_text_and_photo_bytes_never_reach_the_log_at_info(
             f"{sessions}/photos/user",
             files={"file": ("note.txt", f"not an image {marker}".encode(), "text/plain")},
         )
-        assert rejected.status_code in (400, 415)
+        assert rejected.status_code == 415
         assert (await api.get(f"{sessions}/status")).status_code == 200
         assert (await api.get(sessions)).status_code == 200
         records = json_lines(capsys)

@@ -135,11 +135,11 @@ async def test_append_costs_the_same_commands_and_bytes_at_length_10_and_1000(
     entry = {"role": "user", "text": "週末は家族で海に行きたいです"}
     cost: dict[int, list[tuple[str, int]]] = {}
     for target in (10, 1000):
-        have = await repo.log_length(session_id=sid, log="history")
+        have = len((await repo.load(session_id=sid, logs=["history"])).log("history"))
         await append(repo, session_id=sid, log="history", entries=[entry] * (target - have))
         with _sent_commands(client, monkeypatch) as calls:
             await append(repo, session_id=sid, log="history", entries=[entry])
-        assert await repo.log_length(session_id=sid, log="history") == target + 1
+        assert len((await repo.load(session_id=sid, logs=["history"])).log("history")) == target + 1
         cost[target] = list(calls)
     assert cost[10] == cost[1000]
     assert [name for name, _ in cost[10]] == ["EVALSHA"]  # one round trip, script cached

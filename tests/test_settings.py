@@ -1,11 +1,13 @@
-"""Every configuration rule of SPEC §1.1: defaults, legacy names, and one clear line per problem."""
+"""Every configuration rule: defaults, legacy names, and one clear line per problem."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from app.container import build_blob_repository
 from app.settings import Settings, SettingsError, load_settings
 
 GEMINI_SECRET = "gemini-secret-value-0123456789"
@@ -364,12 +366,18 @@ def test_blob_key_prefix_with_dot_or_empty_segments_is_refused(
     assert "BLOB_KEY_PREFIX" in line
 
 
-def test_a_clean_blob_key_prefix_is_normalised_to_one_trailing_slash(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_clean_blob_key_prefix_with_stray_slashes_still_prefixes_every_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("HERA_DATA_DIR", str(tmp_path))
     settings = settings_from(monkeypatch, BLOB_KEY_PREFIX="/tenant-a/prod/")
-
-    assert settings.normalized_key_prefix == "tenant-a/prod/"
+    blobs = await build_blob_repository(settings)
+    try:
+        await blobs.put(key="sessions/x/user.png", data=b"png", content_type="image/png")
+    finally:
+        await blobs.aclose()
+    where = tmp_path / "blobs/objects/tenant-a/prod/sessions/x/user.png"
+    assert await asyncio.to_thread(where.read_bytes) == b"png"
 
 
 # ------------------------------------------------------------------ secrets

@@ -14,11 +14,11 @@ from typing import Final
 
 from app.agents.brains import BrainError, FamilyBrain
 from app.agents.errors import InterviewIncomplete
-from app.agents.turns import Quotas, RequestKey, clean_message, history_entry, open_turn
+from app.agents.turns import ChatAgent, RequestKey, clean_message, history_entry, open_turn
 from app.domain.family import Persona, Plan, TripInfo, TripPlan
 from app.domain.personas import build_personas
 from app.domain.profile import Profile
-from app.repositories.base import Changes, JSONDict, SessionRepository, utcnow
+from app.repositories.base import Changes, JSONDict, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +127,7 @@ def fallback_letter(personas: list[Persona], plan: TripPlan) -> str:
     )
 
 
-class FamilyAgent:
-    def __init__(
-        self,
-        *,
-        sessions: SessionRepository,
-        brain: FamilyBrain,
-        max_message_chars: int = 2000,
-        quotas: Quotas | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._brain = brain
-        self._max_chars = max_message_chars
-        self._quotas = quotas or Quotas()
-
+class FamilyAgent(ChatAgent[FamilyBrain]):
     async def status(self, session_id: str) -> FamilyView:
         """Read-only: never creates personas or writes anything."""
         snap = await self._sessions.load(

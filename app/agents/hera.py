@@ -13,14 +13,14 @@ from app.agents.brains import InterviewBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import family_start_fields
 from app.agents.turns import (
-    Quotas,
+    ChatAgent,
     RequestKey,
     clean_message,
     history_entry,
     open_turn,
 )
 from app.domain.profile import Profile
-from app.repositories.base import Changes, JSONDict, SessionRepository, SessionSnapshot
+from app.repositories.base import Changes, JSONDict, SessionSnapshot
 
 INCOMPLETE: Final = "INCOMPLETE"
 COMPLETED: Final = "COMPLETED"
@@ -90,20 +90,7 @@ def _view(snap: SessionSnapshot) -> InterviewView:
     return InterviewView(Profile.from_stored(snap.doc("profile")), snap.log("history"), status)
 
 
-class HeraAgent:
-    def __init__(
-        self,
-        *,
-        sessions: SessionRepository,
-        brain: InterviewBrain,
-        max_message_chars: int = 2000,
-        quotas: Quotas | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._brain = brain
-        self._max_chars = max_message_chars
-        self._quotas = quotas or Quotas()
-
+class HeraAgent(ChatAgent[InterviewBrain]):
     async def view(self, session_id: str) -> InterviewView:
         snap = await self._sessions.load(
             session_id=session_id, docs=["profile", "state"], logs=["history"]

@@ -23,6 +23,7 @@ from app.agents.brains import GeneratedImage, ImageBrain
 from app.agents.errors import ImageNotFound, InterviewIncomplete, PreconditionFailed, UploadTooLarge
 from app.agents.turns import Quotas, RequestKey, Turn, open_turn
 from app.agents.uploads import ext_for, normalise_upload
+from app.domain.images import ImageEntry
 from app.domain.personas import partner_gender
 from app.domain.profile import Profile
 from app.repositories.base import (
@@ -118,15 +119,15 @@ class ImageAgent:
                     key=key, data=image.data, content_type=image.content_type
                 )
                 written.append(key)
-                entry = {
-                    "key": key,
-                    "content_type": image.content_type,
-                    "etag": info.etag,
-                    "size": info.size,
-                    "created_at": utcnow().isoformat(),
-                    "meta": image.meta,
-                }
-                changes.update("images", {name: entry})
+                entry = ImageEntry(
+                    key=key,
+                    content_type=image.content_type,
+                    etag=info.etag,
+                    size=info.size,
+                    created_at=utcnow().isoformat(),
+                    meta=image.meta,
+                )
+                changes.update("images", {name: entry.stored()})
                 stored.append(StoredImage(name, image.content_type, info.etag, image.meta))
             await turn.commit(changes, {"images": [image.record() for image in stored]})
         except BaseException:

@@ -12,9 +12,10 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 from app.agents.errors import EmptyMessage, IdempotencyKeyReused, MessageTooLong, QuotaExceeded
+from app.domain.history import HistoryEntry
 from app.repositories.base import (
     Changes,
     DocName,
@@ -23,8 +24,9 @@ from app.repositories.base import (
     LogName,
     SessionRepository,
     SessionSnapshot,
-    utcnow,
 )
+
+BrainT = TypeVar("BrainT")
 
 QuotaName = Literal["interview_messages", "family_messages", "partner_images", "child_image_rounds"]
 QUOTA_NAMES: Final[tuple[QuotaName, ...]] = (
@@ -73,8 +75,9 @@ class Quotas:
         return {"usage": usage}
 
 
-def history_entry(speaker: str, message: str, **extra: Any) -> JSONDict:
-    return {"speaker": speaker, **extra, "message": message, "timestamp": utcnow().isoformat()}
+def history_entry(speaker: str, message: str, *, role: str | None = None) -> JSONDict:
+    """A new chat history entry, stamped now, as the logs store it."""
+    return HistoryEntry(speaker=speaker, role=role, message=message).stored()
 
 
 def clean_message(message: str, limit: int) -> str:
@@ -144,3 +147,20 @@ async def open_turn(
     async with sessions.lock(session_id=session_id, tag=key) as lease:
         snapshot = await sessions.load(session_id=session_id, docs=docs, logs=logs, request_key=key)
         yield Turn(sessions, snapshot, lease, request)
+
+
+class ChatAgent(Generic[BrainT]):
+    """An agent whose turns answer a person's message through a brain (interview, family)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionRepository,
+        brain: BrainT,
+        max_message_chars: int = 2000,
+        quotas: Quotas | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._brain = brain
+        self._max_chars = max_message_chars
+        self._quotas = quotas or Quotas()

@@ -24,11 +24,6 @@ PartnerKey = Literal["current_partner", "ideal_partner"]
 PARTNER_KEYS: Final[tuple[PartnerKey, ...]] = get_args(PartnerKey)
 BASIC_FIELDS: Final = ("age", "gender", "relationship_status", "location", "income_range")
 PARTNER_REQUIRED: Final = ("name", "temperament", "appearance")
-# Every field the completeness rule can name, in the order it names (and Hera asks) them.
-REQUIRED_ORDER: Final = (
-    *BASIC_FIELDS, "user_personality_traits", "partner_face_description", "partner",
-    "children_info",
-)  # fmt: skip
 
 STATUS_WORDS: Final[dict[str, RelationshipStatus]] = {
     "既婚": "married", "結婚": "married", "married": "married",

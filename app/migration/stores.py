@@ -11,6 +11,7 @@ from typing import TypeVar, cast
 import anyio.to_thread
 
 from app.agents.uploads import ext_for
+from app.domain.images import ImageEntry
 from app.migration.legacy import legacy_record, list_legacy_folders, read_legacy_folder
 from app.migration.records import BLOB_PREFIX, SessionRecord
 from app.migration.report import MigrationReport, Progress, Tally, _NoProgress
@@ -46,14 +47,14 @@ async def write_session(
     for photo in record.photos:  # blobs first: a session never points at a missing blob
         key = session_blob_key(sid, f"{photo.name}.{ext_for(photo.content_type)}")
         info = await blobs.put(key=key, data=photo.data, content_type=photo.content_type)
-        docs.setdefault("images", {})[photo.name] = {
-            "key": key,
-            "content_type": photo.content_type,
-            "etag": info.etag,
-            "size": info.size,
-            "created_at": photo.created_at.isoformat(),
-            "meta": {"source": "legacy-import"},
-        }
+        docs.setdefault("images", {})[photo.name] = ImageEntry(
+            key=key,
+            content_type=photo.content_type,
+            etag=info.etag,
+            size=info.size,
+            created_at=photo.created_at.isoformat(),
+            meta={"source": "legacy-import"},
+        ).stored()
     try:
         await sessions.create(
             session_id=sid, created_at=record.created_at, owner_id=record.owner_id

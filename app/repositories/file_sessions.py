@@ -271,10 +271,6 @@ class FileSessionRepository:
 
         await self._run(_commit)
 
-    async def log_length(self, *, session_id: str, log: LogName) -> int:
-        snap = await self.load(session_id=session_id, docs=[], logs=[log])
-        return len(snap.log(log))
-
     def lock(
         self, *, session_id: str, wait: float | None = None, tag: str | None = None
     ) -> AbstractAsyncContextManager[Lease]:

@@ -142,10 +142,6 @@ class MemorySessionRepository:
         entry.meta = replace(entry.meta, updated_at=utcnow())
         entry.expires_at = self._clock() + self._ttl
 
-    async def log_length(self, *, session_id: str, log: LogName) -> int:
-        check_log(log)
-        return len(self._live(session_id).logs.get(log, []))
-
     def lock(
         self, *, session_id: str, wait: float | None = None, tag: str | None = None
     ) -> AbstractAsyncContextManager[Lease]:

@@ -328,17 +328,6 @@ class RedisSessionRepository:
         if result == -2:
             raise LockLost(session_id)
 
-    @_guarded
-    async def log_length(self, *, session_id: str, log: LogName) -> int:
-        base = self._base(session_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.exists(f"{base}:meta")
-            pipe.llen(f"{base}:log:{check_log(log)}")  # checked before execute(): no I/O yet
-            alive, length = await pipe.execute()
-        if not alive:
-            raise SessionNotFound(session_id)
-        return int(length)
-
     def lock(
         self, *, session_id: str, wait: float | None = None, tag: str | None = None
     ) -> AbstractAsyncContextManager[Lease]:

@@ -59,12 +59,15 @@ class LimitedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        reads_body = self.body_field is not None
 
         async def limited(request: Request) -> Response:
             limit = self.body_limit(request.app.state.settings)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 return too_large(limit)
+            if not reads_body:  # nothing will read it: no bytes to count
+                return await handler(request)
             try:
                 return await handler(Request(request.scope, _counting(request.receive, limit)))
             except BodyTooLarge as exc:

@@ -45,7 +45,7 @@ async def test_one_message_appends_user_and_hera_entries(api: ApiClient) -> None
     assert status["user_profile"] == body["user_profile"]
 
 
-async def test_scripted_user_completes_the_interview_within_eight_turns(api: ApiClient) -> None:
+async def test_scripted_user_completes_the_interview_on_the_sixth_turn(api: ApiClient) -> None:
     sid = await new_session(api)
     body: dict[str, object] = {}
     turn = 0
@@ -56,7 +56,7 @@ async def test_scripted_user_completes_the_interview_within_eight_turns(api: Api
         if body["profile_complete"]:
             break
     assert body["profile_complete"] is True, body["missing_fields"]
-    assert turn <= 8
+    assert turn == 6  # the six messages that carry the profile, not a turn more
     assert body["session_status"] == "COMPLETED"
     assert body["completion_message"]
     assert body["missing_fields"] == []

@@ -207,3 +207,15 @@ def test_stored_json_reads_back_as_the_same_profile() -> None:
     profile = Profile.from_untrusted(COMPLETE)
     assert Profile.from_stored(profile.stored()) == profile
     assert profile.stored() == COMPLETE
+
+
+@pytest.mark.parametrize(
+    ("field", "empty"),
+    [("location", ""), ("partner_face_description", ""), ("children_info", [])],
+)
+def test_empty_strings_and_containers_count_as_missing_even_when_built_directly(
+    field: str, empty: Any
+) -> None:
+    # Validation strips them from untrusted input; the rule holds for any profile all the same.
+    profile = Profile.model_validate({**COMPLETE, field: empty})
+    assert profile.missing_fields() == [field]

@@ -209,7 +209,7 @@ def moto_url_of(request: pytest.FixtureRequest, stack: str) -> str | None:
 
 # ------------------------------------------------------------------------------ spies
 _SESSION_METHODS = (
-    "create", "create_once", "exists", "get_meta", "load", "commit", "log_length", "lock",
+    "create", "create_once", "exists", "get_meta", "load", "commit", "lock",
     "delete",
 )  # fmt: skip
 _BLOB_METHODS = (

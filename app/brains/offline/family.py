@@ -1,7 +1,7 @@
 """Offline family: a deterministic, rule-based Japanese future family (no network, no state).
 
 One turn reads the user's message for a destination and activities (keyword tables in
-`offline_family_lexicon`, NFKC-normalised, synonyms folded to one canonical word), judges an
+`family_lexicon.py`, NFKC-normalised, synonyms folded to one canonical word), judges an
 answer to a pending plan proposal, and lets every member react in their own voice. Phrasing
 varies with a hash of (message, member, turn number), so equal inputs give equal outputs.
 

@@ -1,7 +1,7 @@
 """The offline family's Japanese: the places and activities it recognises, how the user's
 answer to a plan proposal is read, and the phrases each member speaks with.
 
-Kept apart from `offline_family` so the vocabulary can grow without touching the logic.
+Kept apart from `family.py` so the vocabulary can grow without touching the logic.
 Everything is immutable: tuples, frozensets and read-only mappings.
 """
 
@@ -151,10 +151,6 @@ DECLINE: Final = re.compile(
 KANSAI_STYLE: Final = re.compile(r"関西|大阪|京都弁|神戸|兵庫|奈良弁|和歌山")
 POLITE_STYLE: Final = re.compile(r"丁寧|敬語|上品|です|ます|礼儀|おっとり|穏やか")
 CHILD_CALL: Final = MappingProxyType({"男": "お父さん", "女": "お母さん"})
-KANSAI_MARKERS: Final = ("やん", "やな", "やで", "ほな", "しよか", "へん", "ねん", "せや", "ええ",
-                         "るで", "たで", "あるん", "たいん", "もな", "ろな", "てん", "おおきに",
-                         "ほんま", "わ。")  # fmt: skip
-
 PARTNER_LINES: Final[MappingProxyType[str, Phrases]] = MappingProxyType({
     "plain": _phrases({
         "react_dest": ("{dest}、いいね！", "{dest}か、素敵だね。", "{dest}、一度行ってみたかったんだ。"),

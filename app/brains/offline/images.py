@@ -6,7 +6,7 @@ description picks whatever the text leaves open. A child's colours are measured 
 parents' images (centre → skin and eyes, upper band → hair, dominant colours → background),
 its small variations are seeded by both images' bytes, and soft medallions of both parents
 are blended in: changing either parent changes the child. The child's name is never used.
-The drawing itself (from a `Look` to PNG bytes) lives in `offline_paint`.
+The drawing itself (from a `Look` to PNG bytes) lives in `paint.py`.
 """
 
 from __future__ import annotations

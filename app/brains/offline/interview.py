@@ -4,7 +4,7 @@ A message is cut into clauses and each clause is attributed to the user, the par
 child (explicit markers such as 私/妻/娘 first, else the previous clause, else the topic of
 Hera's last question); small pattern rules per field then read those clauses. The last
 question also gives short answers ("32", "花子です") their meaning. Vocabulary and patterns
-live in `offline_lexicon`.
+live in `interview_lexicon.py`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Drawing happens at 2x and is downsampled (cheap anti-aliasing); PNG output, identical bytes
 for identical inputs. Shapes are in face units: (0, 0) the face centre, ±1 its edges.
-Reading a description or measuring the parents into a `Look` is `offline_images`' job.
+Reading a description or measuring the parents into a `Look` is `images.py`'s job.
 """
 
 from __future__ import annotations
