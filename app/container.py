@@ -12,12 +12,17 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import httpx
+
 from app.agents.brains import FamilyBrain, ImageBrain, InterviewBrain
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
 from app.agents.lifecycle import SessionLifecycle
 from app.agents.turns import QUOTA_NAMES, Quotas
+from app.auth.jwks import JwksCache
+from app.auth.tokens import TokenVerifier
+from app.auth.urls import UrlSigner
 from app.ratelimit import RateLimiter, build_rate_limiter
 from app.repositories.base import BlobRepository, SessionRepository
 from app.settings import Settings
@@ -44,6 +49,16 @@ class Replacements:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """Sign-in as configured: the mode, the token verifier and the image URL signer (None
+    while AUTH_MODE=off)."""
+
+    mode: str = "off"
+    verifier: TokenVerifier | None = None
+    signer: UrlSigner | None = None
+
+
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     sessions: SessionRepository
@@ -53,6 +68,7 @@ class Services:
     images: ImageAgent
     lifecycle: SessionLifecycle
     limiter: RateLimiter
+    auth: Auth
 
 
 async def build_session_repository(
@@ -113,6 +129,24 @@ async def build_blob_repository(settings: Settings) -> BlobRepository:
     return DiskBlobRepository(root=settings.blobs_dir, key_prefix=settings.blob_key_prefix)
 
 
+async def build_auth(settings: Settings, stack: AsyncExitStack) -> Auth:
+    mode = settings.resolved_auth_mode
+    if mode == "off":
+        return Auth()
+    issuer, audience = settings.resolved_auth_issuer, settings.resolved_auth_audience
+    jwks_url, key = settings.resolved_auth_jwks_url, settings.url_signing_key
+    assert issuer and audience and jwks_url and key  # guaranteed by settings validation
+    # One async client per process for the issuer's keys (never a blocking fetch).
+    client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0), follow_redirects=True)
+    stack.push_async_callback(client.aclose)
+    keys = JwksCache(url=jwks_url, client=client)
+    return Auth(
+        mode=mode,
+        verifier=TokenVerifier(keys=keys, issuer=issuer, audience=audience),
+        signer=UrlSigner(key=key.get_secret_value().encode(), ttl_seconds=settings.image_url_ttl),
+    )
+
+
 async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
     if settings.resolved_llm_provider == "gemini":
         from app.brains.gemini.caller import (
@@ -171,6 +205,7 @@ async def build_services(
     brains = replace.brains or await build_brains(settings, stack)
     limiter = build_rate_limiter(settings)
     stack.push_async_callback(limiter.aclose)
+    auth = await build_auth(settings, stack)
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})
     limit = settings.max_message_chars
     return Services(
@@ -193,4 +228,5 @@ async def build_services(
         ),
         lifecycle=SessionLifecycle(sessions=sessions, blobs=blobs),
         limiter=limiter,
+        auth=auth,
     )

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, Security
 from fastapi.params import Depends as DependsParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.agents.access import GUEST, Caller
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
 from app.agents.lifecycle import SessionLifecycle
+from app.auth.tokens import AuthRequired, InvalidToken, Principal
 from app.container import Services
 from app.errors import InvalidInput, NotFound
 from app.repositories.base import InvalidId, check_request_key, is_session_id
@@ -92,6 +95,48 @@ async def idempotency_key(
         ) from None
 
 
+# Declared for OpenAPI (the bearer scheme on every route that reads it); the header itself is
+# read below, so a malformed one is refused instead of quietly making a guest.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="An ID token of the configured issuer (Firebase or OIDC). Optional unless "
+    "AUTH_MODE=required; an invalid one is always 401.",
+)
+
+
+async def get_principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+) -> Principal | None:
+    """The verified person behind the request, or None for a guest. A token that is there
+    but not valid is 401, wherever a token is optional; with AUTH_MODE=off none is read."""
+    auth = request.app.state.services.auth
+    if auth.verifier is None:
+        return None
+    header = request.headers.get("authorization")
+    if header is None:
+        if auth.mode == "required":
+            raise AuthRequired
+        return None
+    scheme, _sep, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("not a bearer token")
+    principal: Principal = await auth.verifier.verify(token.strip())
+    return principal
+
+
+async def get_caller(principal: Annotated[Principal | None, Depends(get_principal)]) -> Caller:
+    return Caller(owner_id=principal.subject) if principal else GUEST
+
+
+async def signed_in(principal: Annotated[Principal | None, Depends(get_principal)]) -> Principal:
+    """The verified person; guests are refused (401) where only a person can act."""
+    if principal is None:
+        raise AuthRequired
+    return principal
+
+
 def client_address(request: Request) -> str:
     """The client as uvicorn resolved it: behind trusted proxies (`--proxy-headers`,
     FORWARDED_ALLOW_IPS) the forwarded address, otherwise the peer. Never a header read here:
@@ -99,9 +144,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def client_scoped(request: Request, key: str) -> str:
-    """A request key that belongs to this client only (for keys that precede a session)."""
-    return hashlib.sha256(f"{client_address(request)}\0{key}".encode()).hexdigest()
+def client_scoped(request: Request, caller: Caller, key: str) -> str:
+    """A request key that belongs to this client only (for keys that precede a session):
+    the signed-in person's, else the client address's."""
+    scope = f"user:{caller.owner_id}" if caller.owner_id else client_address(request)
+    return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -112,6 +159,8 @@ ImagesDep = Annotated[ImageAgent, Depends(get_images)]
 LifecycleDep = Annotated[SessionLifecycle, Depends(get_lifecycle)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+PrincipalDep = Annotated[Principal, Depends(signed_in)]
 
 
 def rate_limit(kind: str, *, session_route: bool = True) -> DependsParam:
@@ -120,12 +169,16 @@ def rate_limit(kind: str, *, session_route: bool = True) -> DependsParam:
     On a session route it runs after the session id check, so a malformed id is a 404 that
     costs neither a budget nor a round trip to the limiter's store."""
 
-    async def spend(request: Request) -> None:
+    async def spend(request: Request, caller: CallerDep) -> None:
         services: Services = request.app.state.services
-        await services.limiter.hit(kind, client_address(request))
+        # A signed-in person's budget follows them from any address.
+        who = f"user:{caller.owner_id}" if caller.owner_id else client_address(request)
+        await services.limiter.hit(kind, who)
 
-    async def spend_on_session(request: Request, session_id: SessionIdDep) -> None:
-        await spend(request)
+    async def spend_on_session(
+        request: Request, session_id: SessionIdDep, caller: CallerDep
+    ) -> None:
+        await spend(request, caller)
 
     dependency = spend_on_session if session_route else spend
     dependency.__name__ = f"rate_limit_{kind}"

@@ -28,6 +28,8 @@ from app.agents.errors import (
     UploadTooLarge,
 )
 from app.agents.uploads import ImageTooLarge, UnsupportedImage
+from app.auth.jwks import KeysUnavailable
+from app.auth.tokens import AuthRequired, InvalidToken
 from app.ratelimit import RateLimited
 from app.repositories.base import (
     BlobNotFound,
@@ -108,6 +110,17 @@ def response_for(exc: Exception) -> JSONResponse | None:
         return error_body(413, "message_too_long", message, limit=exc.limit)
     if isinstance(exc, PreconditionFailed):
         return error_body(409, exc.code, exc.message)
+    if isinstance(exc, InvalidToken):
+        message = "ログイン情報を確認できません。もう一度ログインしてください。"
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return error_body(401, "invalid_token", message, headers=headers)
+    if isinstance(exc, AuthRequired):
+        message = "ログインが必要です。"
+        return error_body(401, "auth_required", message, headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, KeysUnavailable):
+        log.warning("the token issuer's keys could not be fetched")
+        message = "ログインを確認できません。しばらくしてから再試行してください。"
+        return error_body(503, "auth_unavailable", message, headers={"Retry-After": "30"})
     if isinstance(exc, SessionBusy) and exc.same_request:
         message = "同じリクエストを処理中です。少し待ってからもう一度お試しください。"
         return error_body(409, "request_in_progress", message)
@@ -225,6 +238,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BrainError, _domain_handler)
     app.add_exception_handler(AgentError, _domain_handler)
     app.add_exception_handler(RateLimited, _domain_handler)
+    for auth_error in (InvalidToken, AuthRequired, KeysUnavailable):
+        app.add_exception_handler(auth_error, _domain_handler)
     app.add_exception_handler(Overloaded, _domain_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)

@@ -65,9 +65,10 @@ def create_app(
         allow_origins=settings.allowed_origins,
         allow_credentials=settings.cors_allow_credentials,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "X-Request-ID", "Idempotency-Key"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
         expose_headers=[
             "X-Request-ID",
+            "WWW-Authenticate",
             "Retry-After",
             "RateLimit-Limit",
             "RateLimit-Remaining",

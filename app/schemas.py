@@ -41,7 +41,10 @@ class NotReadyResponse(ErrorResponse):
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Unreadable body: malformed JSON, invalid UTF-8 or a broken multipart form "
     "(`invalid_json`, `invalid_body`)",
-    404: "No such session, or an id that is not a canonical UUID4 (`session_not_found`)",
+    401: "A bearer token that is not valid (`invalid_token`, with `WWW-Authenticate`), or none "
+    "where one is required (`auth_required`)",
+    404: "No such session, another person's session, or an id that is not a canonical UUID4 "
+    "(`session_not_found`)",
     409: "Another turn of this session is running (`session_busy`)",
     413: "Body over MAX_REQUEST_BYTES (`payload_too_large`) or message over MAX_MESSAGE_CHARS "
     "(`message_too_long`)",
@@ -54,11 +57,12 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     "naming the `quota`)",
     500: "Unexpected error: JSON with a `request_id`, never internals (`internal_error`)",
     502: "The language model failed (`llm_error`)",
-    503: "A store is unavailable (`store_unavailable`, naming the `store`), or too many model "
-    "calls wait in this process (`overloaded`, with `Retry-After`)",
+    503: "A store is unavailable (`store_unavailable`, naming the `store`), too many model "
+    "calls wait in this process (`overloaded`, with `Retry-After`), or the token issuer's "
+    "keys were never fetched (`auth_unavailable`)",
     504: "The language model timed out (`llm_timeout`)",
 }
-SESSION_ERRORS: tuple[int, ...] = (404, 422, 500, 503)  # any route with a session id
+SESSION_ERRORS: tuple[int, ...] = (401, 404, 422, 500, 503)  # any route with a session id
 BODY_ERRORS: tuple[int, ...] = (400, 413, 415, 422)  # any route that reads a JSON body
 LLM_ERRORS: tuple[int, ...] = (409, 502, 504)  # any route that runs a turn of a brain
 LIMIT_ERRORS: tuple[int, ...] = (429, 503)  # any route behind a rate limit or a quota
@@ -140,6 +144,10 @@ class SessionSummary(BaseModel):
     profile_complete: bool
     family_status: str = Field(examples=["not_started"])
     images: list[str] = Field(examples=[["user", "partner"]])
+    image_urls: dict[str, str] = Field(
+        description="Each image's URL (signed and expiring for a signed-in person's session).",
+        examples=[{"user": "/api/sessions/0b6f1c9e-4a5b-4c1d-9e2f-3a4b5c6d7e8f/photos/user?v=3f2a"}],
+    )
 
 
 class InterviewStatus(BaseModel):

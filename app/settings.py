@@ -20,6 +20,10 @@ DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
 RATE_LIMIT_KINDS = ("sessions", "turns", "images", "uploads")
+FIREBASE_ISSUER = "https://securetoken.google.com/"
+FIREBASE_JWKS_URL = (
+    "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
+)
 
 
 class SettingsError(Exception):
@@ -63,7 +67,10 @@ class Settings(BaseSettings):
     presigned_url_ttl: int = Field(300, gt=0, le=604800)
 
     # HTTP
-    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The frontend's development server, as in the old backend; production sets its origin.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000"]
+    )
     cors_allow_credentials: bool = False
     port: int = Field(8080, ge=1, le=65535)
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
@@ -93,6 +100,15 @@ class Settings(BaseSettings):
     session_max_partner_images: int | None = Field(10, gt=0)
     session_max_child_image_rounds: int | None = Field(10, gt=0)
 
+    # accounts: bearer tokens of one issuer (any OIDC issuer, or Firebase by its project id)
+    auth_mode: Literal["off", "optional", "required"] | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_jwks_url: str | None = None
+    firebase_project_id: str | None = Field(None, pattern=r"^[a-z0-9-]{1,64}$")
+    url_signing_key: SecretStr | None = None
+    image_url_ttl: int = Field(4 * 3600, gt=0, le=7 * 24 * 3600)
+
     # logs
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -119,7 +135,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "session_type", "storage_mode", "cloud_storage_type", "blob_url_mode",
-        "llm_provider", "log_format", "rate_limits", mode="before",
+        "llm_provider", "log_format", "rate_limits", "auth_mode", mode="before",
     )  # fmt: skip
     @classmethod
     def _lower_choice(cls, value: Any) -> Any:
@@ -130,7 +146,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_url", "s3_bucket_name", "s3_endpoint_url", "gcs_bucket_name", "gemini_base_url",
-        "storage_emulator_host", "aws_region", mode="before",
+        "storage_emulator_host", "aws_region", "auth_issuer", "auth_audience", "auth_jwks_url",
+        "firebase_project_id", mode="before",
     )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -169,6 +186,7 @@ class Settings(BaseSettings):
                 "BLOB_KEY_PREFIX: each '/'-separated part must be letters, digits, '.', '_' or "
                 "'-' (not starting with '.' or '-'), with no empty, '.' or '..' parts"
             )
+        problems.extend(self._auth_problems())
         for name in RATE_LIMIT_KINDS:
             value = getattr(self, f"rate_limit_{name}")
             if value.strip():
@@ -185,7 +203,51 @@ class Settings(BaseSettings):
             raise SettingsError(problems)
         return self
 
+    def _auth_problems(self) -> list[str]:
+        if self.resolved_auth_mode == "off":
+            return []
+        problems = []
+        mode = f"AUTH_MODE={self.resolved_auth_mode}"
+        for name, value in (
+            ("AUTH_ISSUER", self.resolved_auth_issuer),
+            ("AUTH_AUDIENCE", self.resolved_auth_audience),
+            ("AUTH_JWKS_URL", self.resolved_auth_jwks_url),
+        ):
+            if not value:
+                problems.append(f"{mode} requires {name} (or FIREBASE_PROJECT_ID)")
+        jwks = self.resolved_auth_jwks_url or ""
+        if jwks and not jwks.startswith(("https://", "http://")):
+            problems.append("AUTH_JWKS_URL must be an http(s) URL")
+        key = self.url_signing_key.get_secret_value() if self.url_signing_key else ""
+        if len(key.encode()) < 32:
+            problems.append(
+                f"{mode} requires URL_SIGNING_KEY of at least 32 bytes (it signs image URLs)"
+            )
+        return problems
+
     # -- resolved choices -------------------------------------------------------------
+    @property
+    def resolved_auth_issuer(self) -> str | None:
+        if self.auth_issuer or not self.firebase_project_id:
+            return self.auth_issuer
+        return f"{FIREBASE_ISSUER}{self.firebase_project_id}"
+
+    @property
+    def resolved_auth_audience(self) -> str | None:
+        return self.auth_audience or self.firebase_project_id
+
+    @property
+    def resolved_auth_jwks_url(self) -> str | None:
+        if self.auth_jwks_url or not self.firebase_project_id:
+            return self.auth_jwks_url
+        return FIREBASE_JWKS_URL
+
+    @property
+    def resolved_auth_mode(self) -> Literal["off", "optional", "required"]:
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "optional" if self.resolved_auth_issuer else "off"
+
     @property
     def resolved_session_type(self) -> Literal["file", "redis"]:
         if self.session_type is not None:

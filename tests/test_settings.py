@@ -57,9 +57,10 @@ def test_defaults_are_file_sessions_disk_blobs_offline_brain_and_proxy_urls(
     assert settings.session_ttl == 86400
     assert settings.max_upload_bytes == 10485760
     assert settings.max_message_chars == 2000
-    assert settings.allowed_origins == []
+    assert settings.allowed_origins == ["http://localhost:3000"]  # the frontend's dev server
     assert settings.cors_allow_credentials is False
     assert settings.blob_key_prefix == ""
+    assert settings.resolved_auth_mode == "off"  # no issuer configured
 
 
 def test_default_data_dir_is_dot_data_with_sessions_and_blobs_in_separate_subfolders(

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
+from app.agents.access import GUEST, Caller
 from app.agents.brains import BrainError, FamilyBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.turns import ChatAgent, RequestKey, clean_message, history_entry, open_turn
@@ -128,15 +129,20 @@ def fallback_letter(personas: list[Persona], plan: TripPlan) -> str:
 
 
 class FamilyAgent(ChatAgent[FamilyBrain]):
-    async def status(self, session_id: str) -> FamilyView:
+    async def status(self, session_id: str, caller: Caller = GUEST) -> FamilyView:
         """Read-only: never creates personas or writes anything."""
         snap = await self._sessions.load(
             session_id=session_id, docs=["family"], logs=["family_history"]
         )
+        caller.check(snap.meta)
         return family_view(snap.doc("family"), snap.log("family_history"))
 
     async def handle_message(
-        self, session_id: str, message: str, request: RequestKey | None = None
+        self,
+        session_id: str,
+        message: str,
+        request: RequestKey | None = None,
+        caller: Caller = GUEST,
     ) -> FamilyTurnResult:
         text = clean_message(message, self._max_chars)
         async with open_turn(
@@ -145,6 +151,7 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
             request,
             docs=["profile", "family", "state"],
             logs=["family_history"],
+            caller=caller,
         ) as turn:
             snap = turn.snapshot
             stored, history = snap.doc("family"), snap.log("family_history")

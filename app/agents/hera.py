@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final
 
+from app.agents.access import GUEST, Caller
 from app.agents.brains import InterviewBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import family_start_fields
@@ -91,18 +92,28 @@ def _view(snap: SessionSnapshot) -> InterviewView:
 
 
 class HeraAgent(ChatAgent[InterviewBrain]):
-    async def view(self, session_id: str) -> InterviewView:
+    async def view(self, session_id: str, caller: Caller = GUEST) -> InterviewView:
         snap = await self._sessions.load(
             session_id=session_id, docs=["profile", "state"], logs=["history"]
         )
+        caller.check(snap.meta)
         return _view(snap)
 
     async def handle_message(
-        self, session_id: str, message: str, request: RequestKey | None = None
+        self,
+        session_id: str,
+        message: str,
+        request: RequestKey | None = None,
+        caller: Caller = GUEST,
     ) -> TurnResult:
         text = clean_message(message, self._max_chars)
         async with open_turn(
-            self._sessions, session_id, request, docs=["profile", "state"], logs=["history"]
+            self._sessions,
+            session_id,
+            request,
+            docs=["profile", "state"],
+            logs=["history"],
+            caller=caller,
         ) as turn:
             before = _view(turn.snapshot)
             if (earlier := turn.earlier()) is not None:
@@ -131,7 +142,9 @@ class HeraAgent(ChatAgent[InterviewBrain]):
             await turn.commit(changes, result.record())
         return result
 
-    async def complete(self, session_id: str, request: RequestKey | None = None) -> InterviewView:
+    async def complete(
+        self, session_id: str, request: RequestKey | None = None, caller: Caller = GUEST
+    ) -> InterviewView:
         """Finish the interview and create the family, in one commit under one lock;
         refuses while required fields are missing. Repeating it changes nothing."""
         async with open_turn(
@@ -140,6 +153,7 @@ class HeraAgent(ChatAgent[InterviewBrain]):
             request,
             docs=["profile", "state", "family"],
             logs=["history"],
+            caller=caller,
         ) as turn:
             view = _view(turn.snapshot)
             if (earlier := turn.earlier()) is not None:

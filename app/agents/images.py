@@ -19,11 +19,12 @@ from typing import Final, TypeVar
 
 import anyio.to_thread
 
+from app.agents.access import GUEST, Caller
 from app.agents.brains import GeneratedImage, ImageBrain
 from app.agents.errors import ImageNotFound, InterviewIncomplete, PreconditionFailed, UploadTooLarge
 from app.agents.turns import Quotas, RequestKey, Turn, open_turn
 from app.agents.uploads import ext_for, normalise_upload
-from app.domain.images import ImageEntry
+from app.domain.images import ImageEntry, image_version
 from app.domain.personas import partner_gender
 from app.domain.profile import Profile
 from app.repositories.base import (
@@ -50,7 +51,7 @@ class StoredImage:
 
     @property
     def version(self) -> str:
-        return self.etag[:12]
+        return image_version(self.etag)
 
     def record(self) -> JSONDict:
         return {
@@ -149,9 +150,14 @@ class ImageAgent:
         return [StoredImage.from_record(image) for image in earlier["images"]]
 
     async def upload_user_photo(
-        self, session_id: str, chunks: AsyncIterable[bytes], request_key: str | None = None
+        self,
+        session_id: str,
+        chunks: AsyncIterable[bytes],
+        request_key: str | None = None,
+        caller: Caller = GUEST,
     ) -> StoredImage:
-        await self._sessions.get_meta(session_id=session_id)  # 404 before reading the body
+        # 404 before reading the body (an unknown session, or another person's).
+        caller.check(await self._sessions.get_meta(session_id=session_id))
         buffer = bytearray()
         async for chunk in chunks:
             buffer += chunk
@@ -167,17 +173,19 @@ class ImageAgent:
         data, content_type = await anyio.to_thread.run_sync(
             lambda: normalise_upload(raw, max_pixels=self._max_pixels)
         )
-        async with open_turn(self._sessions, session_id, request, docs=["images"]) as turn:
+        async with open_turn(
+            self._sessions, session_id, request, docs=["images"], caller=caller
+        ) as turn:
             if (earlier := self._earlier(turn)) is not None:
                 return earlier[0]
             upload = GeneratedImage(data, content_type, {"source": "upload"})
             return (await self._save(turn, {"user": upload}, Changes()))[0]
 
     async def generate_partner(
-        self, session_id: str, request: RequestKey | None = None
+        self, session_id: str, request: RequestKey | None = None, caller: Caller = GUEST
     ) -> StoredImage:
         async with open_turn(
-            self._sessions, session_id, request, docs=["profile", "images", "state"]
+            self._sessions, session_id, request, docs=["profile", "images", "state"], caller=caller
         ) as turn:
             if (earlier := self._earlier(turn)) is not None:
                 return earlier[0]
@@ -195,10 +203,10 @@ class ImageAgent:
             return (await self._save(turn, {"partner": image}, Changes().update("state", usage)))[0]
 
     async def generate_children(
-        self, session_id: str, request: RequestKey | None = None
+        self, session_id: str, request: RequestKey | None = None, caller: Caller = GUEST
     ) -> list[StoredImage]:
         async with open_turn(
-            self._sessions, session_id, request, docs=["profile", "images", "state"]
+            self._sessions, session_id, request, docs=["profile", "images", "state"], caller=caller
         ) as turn:
             if (earlier := self._earlier(turn)) is not None:
                 return earlier
@@ -235,18 +243,23 @@ class ImageAgent:
             named = {f"child_{i}": image for i, image in enumerate(generated, start=1)}
             return await self._save(turn, named, Changes().update("state", usage))
 
-    async def _index(self, session_id: str) -> JSONDict:
+    async def _index(self, session_id: str, caller: Caller) -> JSONDict:
         snap = await self._sessions.load(session_id=session_id, docs=["images"])
+        caller.check(snap.meta)
         return snap.doc("images")
 
-    async def open_image(self, session_id: str, name: str) -> tuple[JSONDict, BlobReader]:
-        entry = (await self._index(session_id)).get(check_image_name(name))
+    async def open_image(
+        self, session_id: str, name: str, caller: Caller = GUEST
+    ) -> tuple[JSONDict, BlobReader]:
+        entry = (await self._index(session_id, caller)).get(check_image_name(name))
         if entry is None:
             raise ImageNotFound(name)
         return entry, await self._blobs.open(key=entry["key"])
 
-    async def presigned(self, session_id: str, name: str, expires_in: int) -> str | None:
-        entry = (await self._index(session_id)).get(check_image_name(name))
+    async def presigned(
+        self, session_id: str, name: str, expires_in: int, caller: Caller = GUEST
+    ) -> str | None:
+        entry = (await self._index(session_id, caller)).get(check_image_name(name))
         if entry is None:
             raise ImageNotFound(name)
         return await self._blobs.presigned_url(key=entry["key"], expires_in=expires_in)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from app.agents.access import GUEST, Caller
 from app.agents.errors import IdempotencyKeyReused
 from app.agents.family import family_status
 from app.agents.hera import INCOMPLETE
 from app.agents.turns import RequestKey
+from app.domain.images import image_version
 from app.domain.profile import Profile
 from app.repositories.base import (
     BlobRepository,
+    Changes,
     JSONDict,
     SessionMeta,
     SessionRepository,
@@ -21,20 +24,24 @@ class SessionLifecycle:
         self._sessions = sessions
         self._blobs = blobs
 
-    async def create(self, request: RequestKey | None = None) -> SessionMeta:
-        """A new session; a retry with the same request key gets the same session back."""
+    async def create(
+        self, request: RequestKey | None = None, caller: Caller = GUEST
+    ) -> SessionMeta:
+        """A new session (the caller's own when signed in); a retry with the same request key
+        gets the same session back."""
         if request is None:
-            return await self._sessions.create()
+            return await self._sessions.create(owner_id=caller.owner_id)
         meta, earlier = await self._sessions.create_once(
-            request_key=request.key, fingerprint=request.fingerprint
+            request_key=request.key, fingerprint=request.fingerprint, owner_id=caller.owner_id
         )
         if earlier is not None and earlier != request.fingerprint:
             raise IdempotencyKeyReused
         return meta
 
-    async def summary(self, session_id: str) -> JSONDict:
+    async def summary(self, session_id: str, caller: Caller = GUEST) -> JSONDict:
         """Timestamps, interview and family status, image names: one read, all documents."""
         snap = await self._sessions.load(session_id=session_id)
+        caller.check(snap.meta)
         profile, state, family = snap.doc("profile"), snap.doc("state"), snap.doc("family")
         return {
             "session_id": snap.meta.session_id,
@@ -44,12 +51,33 @@ class SessionLifecycle:
             "profile_complete": Profile.from_stored(profile).complete,
             "family_status": family_status(family),
             "images": sorted(snap.doc("images")),
+            "image_versions": {
+                name: image_version(str(entry.get("etag", "")))
+                for name, entry in snap.doc("images").items()
+            },
         }
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, caller: Caller = GUEST) -> None:
         """Everything of the session goes; a running turn finishes first (the lock)."""
         async with self._sessions.lock(session_id=session_id):
-            await self._sessions.get_meta(session_id=session_id)  # 404 for an unknown one
+            # 404 for an unknown session, and for another person's.
+            caller.check(await self._sessions.get_meta(session_id=session_id))
             # Blobs first: if this fails the session still exists and the delete can be retried.
             await self._blobs.delete_prefix(prefix=session_blob_prefix(session_id))
             await self._sessions.delete(session_id=session_id)
+
+    async def claim(self, session_id: str, caller: Caller) -> SessionMeta:
+        """Give a guest session to the signed-in caller (sign in at the end and keep the
+        family). Claiming one's own session again changes nothing; another person's session
+        is not found."""
+        if caller.owner_id is None:
+            raise ValueError("only a signed-in person can claim a session")
+        async with self._sessions.lock(session_id=session_id) as lease:
+            meta = await self._sessions.get_meta(session_id=session_id)
+            if meta.owner_id == caller.owner_id:
+                return meta
+            caller.check(meta)  # owned by someone else: not found
+            await self._sessions.commit(
+                session_id=session_id, changes=Changes(owner_id=caller.owner_id), lease=lease
+            )
+            return await self._sessions.get_meta(session_id=session_id)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, Generic, Literal, TypeVar
 
+from app.agents.access import GUEST, Caller
 from app.agents.errors import EmptyMessage, IdempotencyKeyReused, MessageTooLong, QuotaExceeded
 from app.domain.history import HistoryEntry
 from app.repositories.base import (
@@ -142,10 +143,14 @@ async def open_turn(
     *,
     docs: Sequence[DocName],
     logs: Sequence[LogName] = (),
+    caller: Caller = GUEST,
 ) -> AsyncIterator[Turn]:
+    """The turn's lock and snapshot; a session the caller may not use is not found (nothing
+    of it goes back, nothing is written)."""
     key = request.key if request is not None else None
     async with sessions.lock(session_id=session_id, tag=key) as lease:
         snapshot = await sessions.load(session_id=session_id, docs=docs, logs=logs, request_key=key)
+        caller.check(snapshot.meta)
         yield Turn(sessions, snapshot, lease, request)
 
 

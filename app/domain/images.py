@@ -21,3 +21,8 @@ class ImageEntry(BaseModel):
 
     def stored(self) -> JSONDict:
         return self.model_dump(mode="json")
+
+
+def image_version(etag: str) -> str:
+    """What makes a regenerated image a new URL (its content's tag, shortened)."""
+    return etag[:12]

@@ -73,4 +73,9 @@ def check_changes(changes: Changes) -> Changes:
     for key, record in changes.requests.items():
         check_request_key(key)
         check_fields(record)
+    if changes.owner_id is not None:
+        if not isinstance(changes.owner_id, str) or not changes.owner_id:
+            raise ValueError("owner_id must be a non-empty string")
+        if changes.docs or changes.logs or changes.requests:
+            raise ValueError("a commit that gives a session an owner changes nothing else")
     return changes

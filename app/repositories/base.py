@@ -174,11 +174,13 @@ class Changes:
     `docs` holds top-level field updates per document (None deletes a field), `logs` the
     entries appended per log, `requests` the records of the requests this commit answers
     (idempotency), stored with the session and read back by `load(request_key=...)`.
+    `owner_id` (when set) gives the session to a person; such a commit changes nothing else.
     """
 
     docs: dict[str, JSONDict] = field(default_factory=dict)
     logs: dict[str, list[JSONDict]] = field(default_factory=dict)
     requests: dict[str, JSONDict] = field(default_factory=dict)
+    owner_id: str | None = None
 
     def update(self, doc: DocName, fields: Mapping[str, Any]) -> Changes:
         self.docs.setdefault(doc, {}).update(fields)
@@ -193,7 +195,7 @@ class Changes:
         return self
 
     def __bool__(self) -> bool:
-        return bool(self.docs or self.logs or self.requests)
+        return bool(self.docs or self.logs or self.requests or self.owner_id)
 
 
 @runtime_checkable

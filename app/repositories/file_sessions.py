@@ -267,6 +267,11 @@ class FileSessionRepository:
                     and lease.session_id == folder.name
                 ):
                     raise LockLost(folder.name)
+                if changes.owner_id is not None:  # the only change of its commit (checked)
+                    raw = loads(read_small(folder / "meta.json"))
+                    raw["owner_id"] = changes.owner_id
+                    write_atomic(folder / "meta.json", dumps(raw).encode())
+                    return
                 append_line(folder / _JOURNAL, line, sync=self._sync)
 
         await self._run(_commit)

@@ -139,7 +139,8 @@ class MemorySessionRepository:
         for log, entries in staged.logs.items():
             entry.logs.setdefault(log, []).extend(entries)
         entry.requests.update(staged.requests)
-        entry.meta = replace(entry.meta, updated_at=utcnow())
+        owner = staged.owner_id or entry.meta.owner_id
+        entry.meta = replace(entry.meta, updated_at=utcnow(), owner_id=owner)
         entry.expires_at = self._clock() + self._ttl
 
     def lock(

@@ -317,6 +317,8 @@ class RedisSessionRepository:
         if changes.requests:
             pairs = [x for k, v in changes.requests.items() for x in (k, dumps(v))]
             args += ["h", index["requests"], len(pairs) // 2, *pairs]
+        if changes.owner_id is not None:
+            args += ["h", index["meta"], 1, "owner_id", changes.owner_id]
         stamp = utcnow().isoformat(timespec="microseconds")  # fixed width: flat append bytes
         token = lease.token if lease is not None else ""
         if lease is not None and lease.session_id != session_id:

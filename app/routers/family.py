@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from app.agents.family import FamilyView
 from app.agents.turns import RequestKey
-from app.deps import FamilyDep, IdempotencyKeyDep, SessionIdDep, rate_limit
+from app.deps import CallerDep, FamilyDep, IdempotencyKeyDep, SessionIdDep, rate_limit
 from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
@@ -48,8 +48,10 @@ def _body(view: FamilyView) -> dict[str, Any]:
     response_model=FamilyStatus,
     responses=NOT_FOUND,
 )
-async def family_status(session_id: SessionIdDep, family: FamilyDep) -> ShapedJSON:
-    return ShapedJSON(_body(await family.status(session_id)))
+async def family_status(
+    session_id: SessionIdDep, family: FamilyDep, caller: CallerDep
+) -> ShapedJSON:
+    return ShapedJSON(_body(await family.status(session_id, caller)))
 
 
 @router.post(
@@ -70,8 +72,12 @@ async def family_status(session_id: SessionIdDep, family: FamilyDep) -> ShapedJS
     dependencies=[rate_limit("turns")],
 )
 async def family_message(
-    session_id: SessionIdDep, body: MessageRequest, family: FamilyDep, key: IdempotencyKeyDep
+    session_id: SessionIdDep,
+    body: MessageRequest,
+    family: FamilyDep,
+    key: IdempotencyKeyDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     request = RequestKey.of(key, "family_message", body.message)
-    result = await family.handle_message(session_id, body.message, request)
+    result = await family.handle_message(session_id, body.message, request, caller)
     return {"reply": result.reply, **_body(result.view)}

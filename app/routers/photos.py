@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path, Request, Response, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 
+from app.agents.access import Caller
 from app.agents.images import StoredImage, check_image_name
 from app.agents.turns import RequestKey
-from app.deps import IdempotencyKeyDep, ImagesDep, SessionIdDep, SettingsDep, rate_limit
+from app.deps import (
+    CallerDep,
+    IdempotencyKeyDep,
+    ImagesDep,
+    SessionIdDep,
+    SettingsDep,
+    rate_limit,
+)
 from app.routers.bodies import LimitedRoute, UploadRoute
+from app.routers.urls import image_url, photo_path
 from app.schemas import (
     BODY_ERRORS,
     LIMIT_ERRORS,
@@ -51,13 +60,14 @@ ImageName = Annotated[
 ]
 
 
-def image_url(session_id: str, image: StoredImage) -> str:
-    # The version makes a regenerated image a new URL, so caches never show the old one.
-    return f"/api/sessions/{session_id}/photos/{image.name}?v={image.version}"
+def _url(request: Request, caller: Caller, session_id: str, image: StoredImage) -> str:
+    auth = request.app.state.services.auth
+    return image_url(auth, caller, session_id, image.name, image.version)
 
 
-def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
-    return {"status": "success", "image_url": image_url(session_id, image), "meta": image.meta}
+def _shape(request: Request, caller: Caller, session_id: str, image: StoredImage) -> dict[str, Any]:
+    url = _url(request, caller, session_id, image)
+    return {"status": "success", "image_url": url, "meta": image.meta}
 
 
 @uploads.post(
@@ -80,18 +90,20 @@ def _shape(session_id: str, image: StoredImage) -> dict[str, Any]:
     dependencies=[rate_limit("uploads")],
 )
 async def upload_user_photo(
+    request: Request,
     session_id: SessionIdDep,
     images: ImagesDep,
     file: Annotated[UploadFile, File(description="The photo (JPEG, PNG or WebP)")],
     key: IdempotencyKeyDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await file.read(_READ_CHUNK):
             yield chunk
 
     # The agent fingerprints the file itself: a retry's multipart framing differs.
-    stored = await images.upload_user_photo(session_id, chunks(), key)
-    return {"status": "success", "image_url": image_url(session_id, stored)}
+    stored = await images.upload_user_photo(session_id, chunks(), key, caller)
+    return {"status": "success", "image_url": _url(request, caller, session_id, stored)}
 
 
 @router.post(
@@ -102,13 +114,15 @@ async def upload_user_photo(
     dependencies=[rate_limit("images")],
 )
 async def generate_partner_image(
+    request: Request,
     session_id: SessionIdDep,
     images: ImagesDep,
     key: IdempotencyKeyDep,
+    caller: CallerDep,
     body: GenerateImageRequest | None = None,
 ) -> dict[str, Any]:
-    request = RequestKey.of(key, "partner_image")
-    return _shape(session_id, await images.generate_partner(session_id, request))
+    stored = await images.generate_partner(session_id, RequestKey.of(key, "partner_image"), caller)
+    return _shape(request, caller, session_id, stored)
 
 
 @router.post(
@@ -119,10 +133,14 @@ async def generate_partner_image(
     dependencies=[rate_limit("images")],
 )
 async def generate_child_images(
-    session_id: SessionIdDep, images: ImagesDep, key: IdempotencyKeyDep
+    request: Request,
+    session_id: SessionIdDep,
+    images: ImagesDep,
+    key: IdempotencyKeyDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
-    stored = await images.generate_children(session_id, RequestKey.of(key, "child_images"))
-    shaped = [_shape(session_id, image) for image in stored]
+    stored = await images.generate_children(session_id, RequestKey.of(key, "child_images"), caller)
+    shaped = [_shape(request, caller, session_id, image) for image in stored]
     return {**shaped[0], "images": shaped}
 
 
@@ -143,7 +161,10 @@ async def generate_child_images(
         307: {"description": "Redirect to a short-lived presigned URL (BLOB_URL_MODE=presigned)"},
         **error_responses(
             *SESSION_ERRORS,
-            descriptions={404: "No such session or image (`session_not_found`, `image_not_found`)"},
+            descriptions={
+                404: "No such session or image, another person's session, or a forged, "
+                "expired or another image's signature (`session_not_found`, `image_not_found`)"
+            },
         ),
     },
 )
@@ -153,13 +174,19 @@ async def get_photo(
     request: Request,
     images: ImagesDep,
     settings: SettingsDep,
+    caller: CallerDep,
+    exp: Annotated[str | None, Query(description="Expiry of a signed URL (Unix time).")] = None,
+    sig: Annotated[str | None, Query(description="Signature of a signed URL.")] = None,
 ) -> Response:
     check_image_name(name)  # a hostile name is 404 before any store is touched
-    if settings.blob_url_mode == "presigned":
-        url = await images.presigned(session_id, name, settings.presigned_url_ttl)
+    signer = request.app.state.services.auth.signer
+    if signer is not None and signer.valid(photo_path(session_id, name), exp, sig):
+        caller = Caller(owner_id=caller.owner_id, signed=True)  # the URL is the proof
+    if settings.blob_url_mode == "presigned":  # access is checked before the redirect
+        url = await images.presigned(session_id, name, settings.presigned_url_ttl, caller)
         if url is not None:
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    entry, reader = await images.open_image(session_id, name)
+    entry, reader = await images.open_image(session_id, name, caller)
     etag = f'"{entry["etag"]}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
     if request.headers.get("if-none-match") == etag:

@@ -6,18 +6,22 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from app.agents.access import Caller
 from app.agents.hera import COMPLETION_MESSAGE, InterviewView
 from app.agents.turns import RequestKey
 from app.deps import (
+    CallerDep,
     HeraDep,
     IdempotencyKeyDep,
     LifecycleDep,
+    PrincipalDep,
     SessionIdDep,
     client_scoped,
     rate_limit,
 )
 from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
+from app.routers.urls import image_url
 from app.schemas import (
     BODY_ERRORS,
     LIMIT_ERRORS,
@@ -55,16 +59,16 @@ def _status_body(view: InterviewView) -> dict[str, Any]:
     status_code=201,
     summary="Start a session",
     response_model=SessionCreated,
-    responses=error_responses(422, 429, 500, 503),
+    responses=error_responses(401, 422, 429, 500, 503),
     dependencies=[rate_limit("sessions", session_route=False)],
 )
 async def create_session(
-    request: Request, lifecycle: LifecycleDep, key: IdempotencyKeyDep
+    request: Request, lifecycle: LifecycleDep, key: IdempotencyKeyDep, caller: CallerDep
 ) -> SessionCreated:
     # No session holds this key yet, so it is this client's own (another client's same key
-    # is another request).
-    scoped = RequestKey.of(client_scoped(request, key) if key else None, "create_session")
-    meta = await lifecycle.create(scoped)
+    # is another request); a signed-in person's own, from any address.
+    scoped = RequestKey.of(client_scoped(request, caller, key) if key else None, "create_session")
+    meta = await lifecycle.create(scoped, caller)
     return SessionCreated(session_id=meta.session_id, created_at=meta.created_at)
 
 
@@ -74,8 +78,17 @@ async def create_session(
     response_model=SessionSummary,
     responses=NOT_FOUND,
 )
-async def get_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> dict[str, Any]:
-    return await lifecycle.summary(session_id)
+async def get_session(
+    request: Request, session_id: SessionIdDep, lifecycle: LifecycleDep, caller: CallerDep
+) -> dict[str, Any]:
+    return _summary(request, await lifecycle.summary(session_id, caller), caller)
+
+
+def _summary(request: Request, summary: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    auth = request.app.state.services.auth
+    sid, version = summary["session_id"], summary.pop("image_versions")
+    urls = {name: image_url(auth, caller, sid, name, version[name]) for name in summary["images"]}
+    return {**summary, "image_urls": urls}
 
 
 @router.delete(
@@ -85,8 +98,10 @@ async def get_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> dict
     response_class=Response,
     responses={204: {"description": "Deleted (no body)"}, **NOT_FOUND},
 )
-async def delete_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> Response:
-    await lifecycle.delete(session_id)
+async def delete_session(
+    session_id: SessionIdDep, lifecycle: LifecycleDep, caller: CallerDep
+) -> Response:
+    await lifecycle.delete(session_id, caller)
     return Response(status_code=204)
 
 
@@ -98,10 +113,14 @@ async def delete_session(session_id: SessionIdDep, lifecycle: LifecycleDep) -> R
     dependencies=[rate_limit("turns")],
 )
 async def send_message(
-    session_id: SessionIdDep, body: MessageRequest, hera: HeraDep, key: IdempotencyKeyDep
+    session_id: SessionIdDep,
+    body: MessageRequest,
+    hera: HeraDep,
+    key: IdempotencyKeyDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     request = RequestKey.of(key, "interview_message", body.message)
-    result = await hera.handle_message(session_id, body.message, request)
+    result = await hera.handle_message(session_id, body.message, request, caller)
     return {
         "reply": result.reply,
         **_status_body(result.view),
@@ -117,8 +136,10 @@ async def send_message(
     response_model=InterviewStatus,
     responses=NOT_FOUND,
 )
-async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> ShapedJSON:
-    return ShapedJSON(_status_body(await hera.view(session_id)))
+async def interview_status(
+    session_id: SessionIdDep, hera: HeraDep, caller: CallerDep
+) -> ShapedJSON:
+    return ShapedJSON(_status_body(await hera.view(session_id, caller)))
 
 
 @router.post(
@@ -136,10 +157,26 @@ async def interview_status(session_id: SessionIdDep, hera: HeraDep) -> ShapedJSO
     ),
 )
 async def complete_interview(
-    session_id: SessionIdDep, hera: HeraDep, key: IdempotencyKeyDep
+    session_id: SessionIdDep, hera: HeraDep, key: IdempotencyKeyDep, caller: CallerDep
 ) -> dict[str, Any]:
     # Finishing the interview also creates the family (once), in the same commit.
-    view = await hera.complete(session_id, RequestKey.of(key, "complete"))
+    view = await hera.complete(session_id, RequestKey.of(key, "complete"), caller)
     body = _status_body(view)
     body.pop("profile_complete")
     return {**body, "message": COMPLETION_MESSAGE, "information_complete": True}
+
+
+@router.post(
+    "/{session_id}/claim",
+    summary="Keep a guest session as the signed-in person's own",
+    response_model=SessionSummary,
+    responses=error_responses(*SESSION_ERRORS, 401),
+)
+async def claim_session(
+    request: Request, session_id: SessionIdDep, lifecycle: LifecycleDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Signing in at the end keeps the family: the session becomes the caller's alone.
+    Claiming one's own session again changes nothing; another person's is not found."""
+    caller = Caller(owner_id=principal.subject)
+    await lifecycle.claim(session_id, caller)
+    return _summary(request, await lifecycle.summary(session_id, caller), caller)

@@ -692,10 +692,8 @@
         api(sessionPath("/status")),
         api(sessionPath("/family/status")),
       ]);
-      const version = encodeURIComponent(summary.updated_at || "");
-      (summary.images || []).forEach((name) => {
-        rememberImage(name, `${sessionPath(`/photos/${encodeURIComponent(name)}`)}?v=${version}`);
-      });
+      // The API's own URLs: versioned, and signed where the session is a person's own.
+      Object.entries(summary.image_urls || {}).forEach(([name, url]) => rememberImage(name, url));
       applyInterview(interview);
       state.familyStarted = summary.family_status !== "not_started";
       applyFamily(family);

@@ -9,7 +9,7 @@ from tests.api.conftest import ApiClient
 
 
 class FixedHera:
-    async def view(self, session_id: str) -> InterviewView:
+    async def view(self, session_id: str, caller: object = None) -> InterviewView:
         profile = Profile(age=41)
         return InterviewView(profile, [{"speaker": "hera", "message": "固定"}], "INCOMPLETE")
 
