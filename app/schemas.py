@@ -146,7 +146,9 @@ class SessionSummary(BaseModel):
     images: list[str] = Field(examples=[["user", "partner"]])
     image_urls: dict[str, str] = Field(
         description="Each image's URL (signed and expiring for a signed-in person's session).",
-        examples=[{"user": "/api/sessions/0b6f1c9e-4a5b-4c1d-9e2f-3a4b5c6d7e8f/photos/user?v=3f2a"}],
+        examples=[
+            {"user": "/api/sessions/0b6f1c9e-4a5b-4c1d-9e2f-3a4b5c6d7e8f/photos/user?v=3f2a"}
+        ],
     )
 
 

@@ -9,6 +9,10 @@ characters. Verification uses PyJWT (with `cryptography`); nothing here is hand-
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,14 +43,44 @@ class Principal:
 
 
 class TokenVerifier:
-    def __init__(self, *, keys: JwksCache, issuer: str, audience: str) -> None:
+    """Verifies tokens; remembers the last CACHE_SIZE verified ones (by their SHA-256) until
+    they expire, so a client polling with one token pays for its signature once. Refusals are
+    never remembered."""
+
+    CACHE_SIZE: Final = 1024
+
+    def __init__(
+        self,
+        *,
+        keys: JwksCache,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._clock = clock
+        self._verified: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
         """The token's person, or InvalidToken (KeysUnavailable when no key was ever
         fetched and the issuer is down)."""
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            expires, principal = cached
+            if self._clock() < expires + LEEWAY:
+                self._verified.move_to_end(digest)
+                return principal
+            del self._verified[digest]
+        principal = await self._verify(token)
+        self._verified[digest] = (float(principal.claims["exp"]), principal)
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
