@@ -282,7 +282,7 @@ async def test_chat_text_and_photo_bytes_never_reach_the_log_at_info(
 async def test_an_unhandled_error_logs_one_error_line_and_answers_json_500(
     logged_app: LoggedApp, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(session_id: str) -> None:
+    async def broken(session_id: str, caller: object = None) -> None:
         raise RuntimeError("bug in view")
 
     async with logged_app() as api:
@@ -312,7 +312,7 @@ async def test_an_unhandled_error_logs_one_error_line_and_answers_json_500(
 async def test_an_unhandled_error_gets_a_generated_id_when_none_is_given(
     logged_app: LoggedApp, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(session_id: str) -> None:
+    async def broken(session_id: str, caller: object = None) -> None:
         raise RuntimeError("bug")
 
     async with logged_app() as api:

@@ -50,7 +50,7 @@ class JwksCache:
         self._fetched = False
         self._expires = 0.0
         self._last_attempt = float("-inf")
-        self._refresh: asyncio.Lock | None = None
+        self._inflight: asyncio.Task[None] | None = None
         self.fetches = 0  # how many times the issuer was asked (observability, tests)
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
@@ -60,31 +60,36 @@ class JwksCache:
             return self._keys[kid]
         # Never fetched, expired, or an unknown kid: ask the issuer, but never more often
         # than REFETCH_INTERVAL (a failed or useless fetch is not repeated per request).
-        if now - self._last_attempt >= REFETCH_INTERVAL:
-            await self._fetch_once(now)
+        # Lookups during a fetch wait for it; the fetch is its own task, shielded, so a
+        # caller that gives up (a client gone) never abandons it half done.
+        if self._inflight is None and now - self._last_attempt >= REFETCH_INTERVAL:
+            self._last_attempt = now
+            self._inflight = asyncio.ensure_future(self._fetch())
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
         if not self._fetched:
             raise KeysUnavailable(self._url)
         return self._keys.get(kid)
 
-    async def _fetch_once(self, asked_at: float) -> None:
-        if self._refresh is None:
-            self._refresh = asyncio.Lock()
-        async with self._refresh:
-            if self._last_attempt >= asked_at:  # another task fetched while this one waited
-                return
-            self._last_attempt = self._clock()
-            self.fetches += 1
-            try:
-                response = await self._client.get(self._url)
-                response.raise_for_status()
-                keys = jwt.PyJWKSet.from_dict(response.json()).keys
-            except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
-                # Keep the last good keys (if any); the next try waits REFETCH_INTERVAL.
-                log.warning("could not fetch the issuer's keys: %s", type(exc).__name__)
-                return
-            self._keys = {k.key_id: k for k in keys if k.key_id}
-            self._fetched = True
-            self._expires = self._last_attempt + _ttl(response.headers.get("cache-control"))
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        try:
+            response = await self._client.get(self._url)
+            response.raise_for_status()
+            document = response.json()
+            if not isinstance(document, dict):
+                raise ValueError("a JWKS document is a JSON object")
+            keys = jwt.PyJWKSet.from_dict(document).keys
+        except (httpx.HTTPError, ValueError, LookupError, TypeError, AttributeError,
+                jwt.PyJWTError) as exc:  # fmt: skip
+            # Keep the last good keys (if any); the next try waits REFETCH_INTERVAL.
+            log.warning("could not fetch the issuer's keys: %s", type(exc).__name__)
+            return
+        finally:
+            self._inflight = None
+        self._keys = {k.key_id: k for k in keys if k.key_id}
+        self._fetched = True
+        self._expires = self._last_attempt + _ttl(response.headers.get("cache-control"))
 
 
 def _ttl(cache_control: str | None) -> float:

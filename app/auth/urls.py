@@ -36,7 +36,10 @@ class UrlSigner:
         return urlencode({"exp": expires, "sig": self._mac(path, expires)})
 
     def valid(self, path: str, expires: str | None, signature: str | None) -> bool:
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        # ASCII digits only: int() refuses some characters isdigit() accepts (², ①).
+        if not expires or not signature or len(expires) > 12:
+            return False
+        if not (expires.isascii() and expires.isdigit()):
             return False
         if int(expires) < self._clock():
             return False
