@@ -7,6 +7,7 @@ or clock, and everything else is built as in production around them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -18,16 +19,20 @@ from app.agents.brains import FamilyBrain, ImageBrain, InterviewBrain
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
+from app.agents.keepsakes import KeepsakeAgent
 from app.agents.lifecycle import SessionLifecycle
+from app.agents.people import PeopleAgent
 from app.agents.turns import QUOTA_NAMES, Quotas
 from app.auth.jwks import JwksCache
 from app.auth.tokens import TokenVerifier
 from app.auth.urls import UrlSigner
 from app.ratelimit import RateLimiter, build_rate_limiter
 from app.repositories.base import BlobRepository, SessionRepository
+from app.repositories.users import UserRepository
 from app.settings import Settings
 
 Clock = Callable[[], float]  # seconds since the epoch
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Replacements:
 
     sessions: SessionRepository | None = None
     blobs: BlobRepository | None = None
+    users: UserRepository | None = None
     brains: Brains | None = None
     clock: Clock | None = None  # the file store's idea of now (expiry)
 
@@ -69,13 +75,17 @@ class Services:
     lifecycle: SessionLifecycle
     limiter: RateLimiter
     auth: Auth
+    users: UserRepository
+    keepsakes: KeepsakeAgent
+    people: PeopleAgent
 
 
 async def build_session_repository(
     settings: Settings, *, clock: Clock | None = None
 ) -> SessionRepository:
     if settings.resolved_session_type == "redis":
-        from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+        from app.repositories._redis import create_redis_client
+        from app.repositories.redis_sessions import RedisSessionRepository
 
         assert settings.redis_url is not None  # guaranteed by settings validation
         client = create_redis_client(
@@ -96,6 +106,29 @@ async def build_session_repository(
         lock_wait_seconds=settings.lock_wait_seconds,
         clock=clock or time.time,
     )
+
+
+async def build_user_repository(settings: Settings) -> UserRepository:
+    """The durable tier beside the sessions: the same Redis (its own keys, no TTL), or files
+    under HERA_DATA_DIR/users."""
+    if settings.resolved_session_type == "redis":
+        from app.repositories._redis import create_redis_client
+        from app.repositories.redis_users import RedisUserRepository
+
+        assert settings.redis_url is not None
+        client = create_redis_client(
+            settings.redis_url, max_connections=settings.redis_max_connections
+        )
+        users = RedisUserRepository(client=client, namespace=settings.redis_namespace)
+        if await users.durability() == "none":
+            log.warning(
+                "Redis keeps nothing on disk (neither AOF nor RDB): user records and "
+                "indexes would not survive its restart"
+            )
+        return users
+    from app.repositories.file_users import FileUserRepository
+
+    return FileUserRepository(root=settings.users_dir)
 
 
 async def build_blob_repository(settings: Settings) -> BlobRepository:
@@ -202,11 +235,16 @@ async def build_services(
     if blobs is None:
         blobs = await build_blob_repository(settings)
         stack.push_async_callback(blobs.aclose)
+    users = replace.users
+    if users is None:
+        users = await build_user_repository(settings)
+        stack.push_async_callback(users.aclose)
     brains = replace.brains or await build_brains(settings, stack)
     limiter = build_rate_limiter(settings)
     stack.push_async_callback(limiter.aclose)
     auth = await build_auth(settings, stack)
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})
+    lifecycle = SessionLifecycle(sessions=sessions, blobs=blobs, users=users)
     limit = settings.max_message_chars
     return Services(
         settings=settings,
@@ -226,7 +264,16 @@ async def build_services(
             max_pixels=settings.max_image_pixels,
             quotas=quotas,
         ),
-        lifecycle=SessionLifecycle(sessions=sessions, blobs=blobs),
+        lifecycle=lifecycle,
         limiter=limiter,
         auth=auth,
+        users=users,
+        keepsakes=KeepsakeAgent(sessions=sessions, blobs=blobs, users=users),
+        people=PeopleAgent(
+            sessions=sessions,
+            blobs=blobs,
+            users=users,
+            lifecycle=lifecycle,
+            session_ttl=settings.session_ttl,
+        ),
     )

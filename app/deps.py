@@ -19,7 +19,9 @@ from app.agents.access import GUEST, Caller
 from app.agents.family import FamilyAgent
 from app.agents.hera import HeraAgent
 from app.agents.images import ImageAgent
+from app.agents.keepsakes import KeepsakeAgent
 from app.agents.lifecycle import SessionLifecycle
+from app.agents.people import PeopleAgent
 from app.auth.tokens import AuthRequired, InvalidToken, Principal
 from app.container import Services
 from app.errors import InvalidInput, NotFound
@@ -50,6 +52,16 @@ async def get_family(request: Request) -> FamilyAgent:
 async def get_images(request: Request) -> ImageAgent:
     services: Services = request.app.state.services
     return services.images
+
+
+async def get_people(request: Request) -> PeopleAgent:
+    services: Services = request.app.state.services
+    return services.people
+
+
+async def get_keepsakes(request: Request) -> KeepsakeAgent:
+    services: Services = request.app.state.services
+    return services.keepsakes
 
 
 async def get_lifecycle(request: Request) -> SessionLifecycle:
@@ -157,6 +169,8 @@ HeraDep = Annotated[HeraAgent, Depends(get_hera)]
 FamilyDep = Annotated[FamilyAgent, Depends(get_family)]
 ImagesDep = Annotated[ImageAgent, Depends(get_images)]
 LifecycleDep = Annotated[SessionLifecycle, Depends(get_lifecycle)]
+PeopleDep = Annotated[PeopleAgent, Depends(get_people)]
+KeepsakesDep = Annotated[KeepsakeAgent, Depends(get_keepsakes)]
 SessionIdDep = Annotated[str, Depends(session_id_path)]
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -40,6 +40,7 @@ from app.repositories.base import (
     SessionNotFound,
     StoreUnavailable,
 )
+from app.repositories.users import TooManyTags
 
 log = logging.getLogger("hera.errors")
 
@@ -79,6 +80,7 @@ _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
     (SessionNotFound, 404, "session_not_found", "セッションが見つかりません。"),
     (InvalidId, 404, "not_found", "見つかりません。"),
     (EmptyMessage, 422, "empty_message", "メッセージを入力してください。"),
+    (TooManyTags, 422, "too_many_tags", "タグは50個までです。"),
     (IdempotencyKeyReused, 422, "idempotency_key_reused", "この Idempotency-Key は別のリクエストに使われています。"),
     (UploadTooLarge, 413, "payload_too_large", "画像ファイルが大きすぎます。"),
     (ImageTooLarge, 413, "image_too_large", "画像の画素数が多すぎます。"),

@@ -16,7 +16,7 @@ from app.container import Replacements, build_services
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import ErrorMiddleware, RequestContextMiddleware
-from app.routers import family, health, photos, sessions
+from app.routers import family, health, photos, sessions, users
 from app.settings import Settings, settings_or_exit
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -76,7 +76,8 @@ def create_app(
         ],
     )
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id
-    for router in (health.router, sessions.router, family.router, photos.router, photos.uploads):
+    routers = (health, sessions, family, photos, users)
+    for router in (*(m.router for m in routers), photos.uploads):
         app.include_router(router)
     # Last, so every API route has priority; `html=True` serves index.html for `/`.
     app.router.routes.append(

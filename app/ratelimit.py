@@ -88,7 +88,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     if not rules:
         return RateLimiter(None, {})
     if settings.resolved_session_type == "redis":
-        from app.repositories.redis_sessions import create_redis_client
+        from app.repositories._redis import create_redis_client
 
         assert settings.redis_url is not None  # guaranteed by settings validation
         client = create_redis_client(

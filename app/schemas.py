@@ -90,7 +90,12 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ok"] = "ok"
-    checks: dict[str, str] = Field(examples=[{"sessions": "ok", "blobs": "ok"}])
+    checks: dict[str, str] = Field(examples=[{"sessions": "ok", "blobs": "ok", "users": "ok"}])
+    user_records: str = Field(
+        "unknown",
+        description="How the user store keeps records across its restart: `disk`, `aof`, "
+        "`rdb`, `none` (a Redis that keeps nothing: user records would be lost), `unknown`.",
+    )
 
 
 class HistoryEntry(BaseModel):

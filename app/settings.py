@@ -271,6 +271,10 @@ class Settings(BaseSettings):
         return self.sessions_dir or self.hera_data_dir / "sessions"
 
     @property
+    def users_dir(self) -> Path:
+        return self.hera_data_dir / "users"
+
+    @property
     def blobs_dir(self) -> Path:
         return self.hera_data_dir / "blobs"
 

@@ -32,10 +32,8 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.repositories.redis_sessions import (
-    RedisSessionRepository,
-    create_redis_client,
-)
+from app.repositories._redis import create_redis_client
+from app.repositories.redis_sessions import RedisSessionRepository
 from tests.support.redis_support import cleanup_namespace
 from tests.support.writes import append
 

@@ -19,8 +19,9 @@ from app.agents.hera import HeraAgent
 from app.agents.turns import RequestKey
 from app.brains.offline.interview import OfflineInterviewBrain
 from app.repositories._codec import dumps
+from app.repositories._redis import create_redis_client
 from app.repositories.base import Changes, LockLost, SessionNotFound, StoreUnavailable
-from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+from app.repositories.redis_sessions import RedisSessionRepository
 from tests.support.polling import eventually
 from tests.support.redis_support import cleanup_namespace, namespace_keys
 from tests.support.services import free_port, unavailable

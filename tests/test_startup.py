@@ -112,7 +112,7 @@ def test_default_configuration_serves_health_and_ready_and_creates_the_data_dir(
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok"}
+    assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok", "users": "ok"}
     assert (data_dir / "sessions").is_dir()
     assert (data_dir / "blobs").is_dir()
 
@@ -181,5 +181,5 @@ def test_redis_down_at_start_up_still_serves_health_and_reports_sessions_down(
     body = ready.json()
     assert isinstance(body["error"], str) and body["error"]
     assert isinstance(body["code"], str) and body["code"]
-    assert body["checks"] == {"sessions": "down", "blobs": "ok"}
+    assert body["checks"] == {"sessions": "down", "blobs": "ok", "users": "down"}  # one Redis
     assert still_running, "the process must stay up while Redis is down"

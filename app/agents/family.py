@@ -64,6 +64,7 @@ def family_view(family: JSONDict, history: list[JSONDict]) -> FamilyView:
 class FamilyTurnResult:
     reply: list[JSONDict]
     view: FamilyView
+    agreed: bool = False  # this turn agreed the plan (a keepsake is due)
 
     def record(self) -> JSONDict:
         """What a retry needs to answer the same again (history by length: it only grows;
@@ -71,6 +72,7 @@ class FamilyTurnResult:
         view = self.view
         return {
             "reply": self.reply,
+            "agreed": self.agreed,
             "history_length": len(view.history),
             "family": {
                 "trip_info": view.trip_info.stored(),
@@ -84,7 +86,8 @@ class FamilyTurnResult:
         cls, record: JSONDict, history: list[JSONDict], personas: list[JSONDict]
     ) -> FamilyTurnResult:
         family = {**record["family"], "personas": personas}
-        return cls(record["reply"], family_view(family, history[: record["history_length"]]))
+        view = family_view(family, history[: record["history_length"]])
+        return cls(record["reply"], view, bool(record.get("agreed")))
 
 
 def _entry(persona: Persona, message: str) -> JSONDict:
@@ -199,7 +202,7 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
             user = history_entry("user", text, role="user")
             changes.append("family_history", [user, *lines]).update("family", updates)
             after = family_view({**family, **updates}, [*history, user, *lines])
-            result = FamilyTurnResult(lines, after)
+            result = FamilyTurnResult(lines, after, agreed="plan" in updates)
             await turn.commit(changes, result.record())
         return result
 

@@ -17,12 +17,32 @@ from app.repositories.base import (
     SessionRepository,
     session_blob_prefix,
 )
+from app.repositories.users import UserRepository, owner_key
 
 
 class SessionLifecycle:
-    def __init__(self, *, sessions: SessionRepository, blobs: BlobRepository) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: SessionRepository,
+        blobs: BlobRepository,
+        users: UserRepository | None = None,
+    ) -> None:
         self._sessions = sessions
         self._blobs = blobs
+        self._users = users
+
+    async def _index(self, meta: SessionMeta) -> SessionMeta:
+        """List an owned session in its person's index (the durable tier: the session itself
+        expires, and its entry is pruned when it is next met)."""
+        if self._users is not None and meta.owner_id is not None:
+            await self._users.index_add(
+                owner_key=owner_key(meta.owner_id),
+                index="sessions",
+                item_id=meta.session_id,
+                at=meta.created_at,
+            )
+        return meta
 
     async def create(
         self, request: RequestKey | None = None, caller: Caller = GUEST
@@ -30,13 +50,13 @@ class SessionLifecycle:
         """A new session (the caller's own when signed in); a retry with the same request key
         gets the same session back."""
         if request is None:
-            return await self._sessions.create(owner_id=caller.owner_id)
+            return await self._index(await self._sessions.create(owner_id=caller.owner_id))
         meta, earlier = await self._sessions.create_once(
             request_key=request.key, fingerprint=request.fingerprint, owner_id=caller.owner_id
         )
         if earlier is not None and earlier != request.fingerprint:
             raise IdempotencyKeyReused
-        return meta
+        return await self._index(meta)
 
     async def summary(self, session_id: str, caller: Caller = GUEST) -> JSONDict:
         """Timestamps, interview and family status, image names: one read, all documents."""
@@ -75,9 +95,9 @@ class SessionLifecycle:
         async with self._sessions.lock(session_id=session_id) as lease:
             meta = await self._sessions.get_meta(session_id=session_id)
             if meta.owner_id == caller.owner_id:
-                return meta
+                return await self._index(meta)  # again: the entry is there already
             caller.check(meta)  # owned by someone else: not found
             await self._sessions.commit(
                 session_id=session_id, changes=Changes(owner_id=caller.owner_id), lease=lease
             )
-            return await self._sessions.get_meta(session_id=session_id)
+            return await self._index(await self._sessions.get_meta(session_id=session_id))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, ParamSpec, TypeVar
@@ -22,11 +21,10 @@ from typing import Any, Final, ParamSpec, TypeVar
 import redis.asyncio
 from redis import exceptions as rx
 from redis.asyncio.lock import Lock
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from ._checks import check_changes, check_doc, check_log
 from ._codec import dumps, loads, loads_all, meta_from_dict, meta_to_dict
+from ._redis import TRANSIENT, guarded, store_errors
 from .base import (
     DOC_NAMES,
     LOG_NAMES,
@@ -53,7 +51,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # BusyLoadingError (a restart) is a ConnectionError; ReadOnlyError means a failover is on.
-_TRANSIENT: Final = (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, OSError)
 _KEYS: Final = (
     "meta",
     *(f"doc:{d}" for d in DOC_NAMES),
@@ -127,43 +124,11 @@ def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def create_redis_client(
-    url: str, *, max_connections: int = 50, socket_timeout: float = 5.0
-) -> redis.asyncio.Redis:
-    # One per process. The blocking pool waits instead of raising "Too many connections"; the
-    # retries survive a Redis restart (from_url alone never retries).
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=socket_timeout,
-        socket_timeout=socket_timeout,
-        # A healthy Redis answers a connect in milliseconds; a black-holed one must not hold
-        # a request past the 2 s the API promises for a 503.
-        socket_connect_timeout=min(socket_timeout, 0.75),
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), 1),
-        retry_on_error=[rx.ConnectionError, rx.TimeoutError],
-        health_check_interval=30,
-        decode_responses=False,
-    )
-    return redis.asyncio.Redis.from_pool(pool)
+_guarded = guarded("sessions")
 
 
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    try:
-        yield
-    except _TRANSIENT as exc:
-        # Only the type: messages can carry hosts or credentials from the URL.
-        raise StoreUnavailable("sessions", type(exc).__name__) from exc
-
-
-def _guarded(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _store_errors():
-            return await fn(*args, **kwargs)
-
-    return wrapper
+def _store_errors() -> AbstractContextManager[None]:
+    return store_errors("sessions")
 
 
 @dataclass(frozen=True)
@@ -381,7 +346,7 @@ class RedisSessionRepository:
             except rx.LockError:  # not owned any more (expired, or taken over)
                 log.warning("lock of session %s expired while its turn ran", session_id)
                 return
-            except _TRANSIENT as exc:  # keep trying: up to two thirds of the TTL are left
+            except TRANSIENT as exc:  # keep trying: up to two thirds of the TTL are left
                 log.warning("could not extend lock of session %s: %r", session_id, exc)
 
     async def _release(self, lock: Lock, session_id: str) -> None:

@@ -8,7 +8,14 @@ from fastapi import APIRouter
 
 from app.agents.family import FamilyView
 from app.agents.turns import RequestKey
-from app.deps import CallerDep, FamilyDep, IdempotencyKeyDep, SessionIdDep, rate_limit
+from app.deps import (
+    CallerDep,
+    FamilyDep,
+    IdempotencyKeyDep,
+    KeepsakesDep,
+    SessionIdDep,
+    rate_limit,
+)
 from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
@@ -77,7 +84,11 @@ async def family_message(
     family: FamilyDep,
     key: IdempotencyKeyDep,
     caller: CallerDep,
+    keepsakes: KeepsakesDep,
 ) -> dict[str, Any]:
     request = RequestKey.of(key, "family_message", body.message)
     result = await family.handle_message(session_id, body.message, request, caller)
+    if result.agreed and caller.owner_id is not None:
+        # What the person keeps of the plan (a retry of this turn writes it again).
+        await keepsakes.keep(session_id, caller.owner_id)
     return {"reply": result.reply, **_body(result.view)}

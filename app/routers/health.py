@@ -52,10 +52,10 @@ async def ready(services: ServicesDep) -> ReadyResponse | JSONResponse:
             return "down"
         return "ok"
 
-    sessions, blobs = await asyncio.gather(
-        check(services.sessions.ping), check(services.blobs.ping)
+    sessions, blobs, users = await asyncio.gather(
+        check(services.sessions.ping), check(services.blobs.ping), check(services.users.ping)
     )
-    checks = {"sessions": sessions, "blobs": blobs}
+    checks = {"sessions": sessions, "blobs": blobs, "users": users}
     if "down" in checks.values():
         down = [name for name, state in checks.items() if state == "down"]
         return JSONResponse(
@@ -66,4 +66,6 @@ async def ready(services: ServicesDep) -> ReadyResponse | JSONResponse:
             },
             status_code=503,
         )
-    return ReadyResponse(status="ok", checks=checks)
+    # Whether a person's record would survive the store's restart ("none": memory only).
+    durability = await services.users.durability()
+    return ReadyResponse(status="ok", checks=checks, user_records=durability)

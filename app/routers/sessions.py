@@ -13,6 +13,7 @@ from app.deps import (
     CallerDep,
     HeraDep,
     IdempotencyKeyDep,
+    KeepsakesDep,
     LifecycleDep,
     PrincipalDep,
     SessionIdDep,
@@ -173,10 +174,16 @@ async def complete_interview(
     responses=error_responses(*SESSION_ERRORS, 401),
 )
 async def claim_session(
-    request: Request, session_id: SessionIdDep, lifecycle: LifecycleDep, principal: PrincipalDep
+    request: Request,
+    session_id: SessionIdDep,
+    lifecycle: LifecycleDep,
+    principal: PrincipalDep,
+    keepsakes: KeepsakesDep,
 ) -> dict[str, Any]:
-    """Signing in at the end keeps the family: the session becomes the caller's alone.
-    Claiming one's own session again changes nothing; another person's is not found."""
+    """Signing in at the end keeps the family: the session becomes the caller's alone (and
+    a completed one becomes a keepsake). Claiming one's own session again changes nothing;
+    another person's is not found."""
     caller = Caller(owner_id=principal.subject)
     await lifecycle.claim(session_id, caller)
+    await keepsakes.keep(session_id, principal.subject)
     return _summary(request, await lifecycle.summary(session_id, caller), caller)

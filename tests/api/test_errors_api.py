@@ -167,12 +167,12 @@ async def test_unexpected_errors_are_json_500_without_details(switchable_api: Ap
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-async def test_health_touches_nothing_and_ready_pings_both_stores(
+async def test_health_touches_nothing_and_ready_pings_every_store(
     local_api: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services = local_api.app.state.services
     touched: list[str] = []
-    for store in (services.sessions, services.blobs):
+    for store in (services.sessions, services.blobs, services.users):
         for method in ("ping", "load", "get_meta", "open", "stat"):
             if hasattr(store, method):
                 original = getattr(store, method)
@@ -185,9 +185,10 @@ async def test_health_touches_nothing_and_ready_pings_both_stores(
     assert (await local_api.get("/api/health")).json() == {"status": "ok"}
     assert touched == []
     ready = await local_api.get("/api/ready")
-    assert touched.count("ping") == 2
+    assert touched.count("ping") == 3
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok"}
+    assert ready.json()["checks"] == {"sessions": "ok", "blobs": "ok", "users": "ok"}
+    assert ready.json()["user_records"] == "disk"
 
 
 async def test_ready_names_the_store_that_is_down(local_api: ApiClient) -> None:
@@ -199,7 +200,7 @@ async def test_ready_names_the_store_that_is_down(local_api: ApiClient) -> None:
     local_api.app.state.services.blobs.ping = down
     response = await local_api.get("/api/ready")
     body = assert_json_error(response, 503, "not_ready")
-    assert body["checks"] == {"sessions": "ok", "blobs": "down"}
+    assert body["checks"] == {"sessions": "ok", "blobs": "down", "users": "ok"}
     assert (await local_api.get("/api/health")).status_code == 200
 
 

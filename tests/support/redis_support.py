@@ -9,7 +9,9 @@ import fakeredis
 import redis
 import redis.asyncio
 
-from app.repositories.redis_sessions import RedisSessionRepository, create_redis_client
+from app.repositories._redis import create_redis_client
+from app.repositories.redis_sessions import RedisSessionRepository
+from app.repositories.redis_users import RedisUserRepository
 from tests.support.stores import StoreSpec
 
 DEFAULT_URL = "redis://127.0.0.1:6379/9"
@@ -74,3 +76,14 @@ async def cleanup_namespace(url: str, namespace: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
+
+
+def build_redis_user_repo(spec: StoreSpec) -> RedisUserRepository:
+    if spec.kind == "redis":
+        client: redis.asyncio.Redis = create_redis_client(spec.params["url"], max_connections=20)
+        namespace = spec.params["namespace"]
+    else:
+        server = fake_server(spec.params["server_id"])
+        client = fakeredis.FakeAsyncRedis(server=server, decode_responses=False)
+        namespace = spec.params.get("namespace", "hera-test")
+    return RedisUserRepository(client=client, namespace=namespace)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.repositories.base import BlobRepository, SessionRepository
+from app.repositories.users import UserRepository
 
 
 @dataclass
@@ -74,3 +75,21 @@ async def build_blob_repo(spec: StoreSpec) -> BlobRepository:
 
 def python() -> str:
     return sys.executable
+
+
+async def build_user_repo(spec: StoreSpec) -> UserRepository:
+    """The user store of the same kind and place as a session spec's."""
+    p = spec.params
+    if spec.kind == "memory":
+        from app.repositories.memory_users import MemoryUserRepository
+
+        return MemoryUserRepository()
+    if spec.kind == "file":
+        from app.repositories.file_users import FileUserRepository
+
+        return FileUserRepository(root=Path(p["root"]).parent / "users")
+    if spec.kind in ("redis", "fakeredis"):
+        from tests.support.redis_support import build_redis_user_repo
+
+        return build_redis_user_repo(spec)
+    raise ValueError(f"unknown user store kind {spec.kind}")

@@ -1,0 +1,120 @@
+"""A signed-in person's own space: their record, tags, sessions, and erasing all of it.
+
+The record and the indexes live in the durable tier (UserRepository); a person's sessions
+expire like any other, and an index entry whose session is gone is dropped when a listing
+meets it (never by a scan).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from app.agents.access import Caller
+from app.agents.lifecycle import SessionLifecycle
+from app.domain.images import image_version
+from app.domain.profile import Profile
+from app.repositories.base import (
+    BlobRepository,
+    JSONDict,
+    SessionNotFound,
+    SessionRepository,
+)
+from app.repositories.users import UserRepository, owner_key
+
+
+@dataclass(frozen=True)
+class NewestProfile:
+    """What the newest of a person's sessions knows of them."""
+
+    session_id: str
+    profile: Profile
+    photo_version: str | None  # the user photo's version, when one is uploaded
+
+
+class PeopleAgent:
+    def __init__(
+        self,
+        *,
+        sessions: SessionRepository,
+        blobs: BlobRepository,
+        users: UserRepository,
+        lifecycle: SessionLifecycle,
+        session_ttl: int,
+    ) -> None:
+        self._sessions = sessions
+        self._blobs = blobs
+        self._users = users
+        self._lifecycle = lifecycle
+        self._ttl = timedelta(seconds=session_ttl)
+
+    async def record(self, subject: str) -> JSONDict:
+        return await self._users.get(owner_key=owner_key(subject)) or {"tags": []}
+
+    async def update(self, subject: str, fields: dict[str, Any]) -> JSONDict:
+        return await self._users.update(owner_key=owner_key(subject), fields=fields)
+
+    async def add_tag(self, subject: str, tag: str) -> list[str]:
+        return await self._users.add_tag(owner_key=owner_key(subject), tag=tag)
+
+    async def remove_tag(self, subject: str, tag: str) -> list[str]:
+        return await self._users.remove_tag(owner_key=owner_key(subject), tag=tag)
+
+    async def sessions(
+        self, subject: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[JSONDict], str | None]:
+        """The person's live sessions, newest first; expired ones leave the index as met."""
+        owner, caller = owner_key(subject), Caller(owner_id=subject)
+        found: list[JSONDict] = []
+        while len(found) < limit:
+            page = await self._users.index_page(
+                owner_key=owner, index="sessions", limit=limit - len(found), cursor=cursor
+            )
+            for entry in page.entries:
+                try:
+                    summary = await self._lifecycle.summary(entry.item_id, caller)
+                except SessionNotFound:
+                    await self._users.index_remove(
+                        owner_key=owner, index="sessions", item_id=entry.item_id
+                    )
+                    continue
+                summary["expires_at"] = summary["updated_at"] + self._ttl
+                found.append(summary)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return found, cursor
+
+    async def newest_profile(self, subject: str) -> NewestProfile | None:
+        newest, _ = await self.sessions(subject, limit=1)
+        if not newest:
+            return None
+        sid = newest[0]["session_id"]
+        try:
+            snap = await self._sessions.load(session_id=sid, docs=["profile", "images"])
+        except SessionNotFound:
+            return None
+        photo = snap.doc("images").get("user")
+        version = image_version(str(photo.get("etag", ""))) if photo else None
+        return NewestProfile(sid, Profile.from_stored(snap.doc("profile")), version)
+
+    async def erase(self, subject: str) -> None:
+        """Everything of the person: their sessions (data and images), keepsakes, record
+        and indexes. Sessions go first: if this fails part way, a retry finds the rest."""
+        owner, caller = owner_key(subject), Caller(owner_id=subject)
+        cursor: str | None = None
+        while True:
+            page = await self._users.index_page(
+                owner_key=owner, index="sessions", limit=100, cursor=cursor
+            )
+            for entry in page.entries:
+                # Expired meanwhile (or another person's id: never theirs to delete).
+                with contextlib.suppress(SessionNotFound):
+                    await self._lifecycle.delete(entry.item_id, caller)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        await self._blobs.delete_prefix(prefix=f"users/{owner}/")
+        await self._users.delete(owner_key=owner)
