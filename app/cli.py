@@ -17,18 +17,24 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from app.container import build_blob_repository, build_session_repository
+from app.container import (
+    build_blob_repository,
+    build_session_repository,
+    build_user_repository,
+)
 from app.logs import configure_logging
 from app.migration import (
     MigrationReport,
     SupportsPrune,
     copy_blobs,
     copy_sessions,
+    copy_users,
     describe_error,
     import_legacy,
     prune,
 )
 from app.repositories.base import BlobRepository, SessionRepository
+from app.repositories.users import UserRepository
 from app.settings import Settings, SettingsError, load_settings, report_problems
 
 EXIT_FAILED = 1
@@ -68,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-sessions-dir", type=Path, metavar="DIR", help="a file session store")
     src.add_argument("--from-redis", metavar="URL", help="a Redis session store")
     migrate.add_argument("--from-namespace", metavar="NS", help="its namespace (REDIS_NAMESPACE)")
+    migrate.add_argument(
+        "--from-users-dir", type=Path, metavar="DIR",
+        help="a file store's people (<HERA_DATA_DIR>/users; --from-redis brings its own)",
+    )  # fmt: skip
     migrate.add_argument("--from-blobs-dir", type=Path, metavar="DIR", help="a disk blob store")
     migrate.add_argument("--from-blob-prefix", metavar="P", help="its prefix (BLOB_KEY_PREFIX)")
 
@@ -119,11 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_migrate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (args.from_sessions_dir or args.from_redis or args.from_blobs_dir):
-        parser.error("migrate needs --from-sessions-dir, --from-redis and/or --from-blobs-dir")
+    sources = (args.from_sessions_dir, args.from_redis, args.from_users_dir, args.from_blobs_dir)
+    if not any(sources):
+        parser.error(
+            "migrate needs --from-sessions-dir, --from-redis, --from-users-dir "
+            "and/or --from-blobs-dir"
+        )
     if args.from_namespace and not args.from_redis:
         parser.error("--from-namespace goes with --from-redis")
-    for path in (args.from_sessions_dir, args.from_blobs_dir):
+    if args.from_users_dir and args.from_redis:
+        parser.error("--from-redis copies its people itself: drop --from-users-dir")
+    for path in (args.from_sessions_dir, args.from_users_dir, args.from_blobs_dir):
         if path is not None and not path.is_dir():
             parser.error(f"{path}: no such directory")
 
@@ -154,6 +170,17 @@ async def _stores(settings: Settings) -> AsyncIterator[tuple[SessionRepository, 
         yield sessions, blobs
 
 
+async def _source_users(args: argparse.Namespace, source: Settings | None) -> UserRepository | None:
+    """The people to copy: those of the source Redis, or of --from-users-dir."""
+    if args.from_redis and source is not None:
+        return await build_user_repository(source)
+    if args.from_users_dir is not None:
+        from app.repositories.file_users import FileUserRepository
+
+        return FileUserRepository(root=args.from_users_dir)
+    return None
+
+
 def _bar(desc: str, unit: str) -> Any:
     from tqdm import tqdm
 
@@ -182,6 +209,18 @@ async def _copy(
                     )  # fmt: skip
             finally:
                 await source_sessions.aclose()
+        source_users = await _source_users(args, source)
+        if source_users is not None:
+            users = await build_user_repository(settings)
+            try:
+                with _bar("people", "person") as bar:
+                    await copy_users(
+                        source_users, users, report=report,
+                        progress=bar, concurrency=args.concurrency,
+                    )  # fmt: skip
+            finally:
+                await users.aclose()
+                await source_users.aclose()
         if args.from_blobs_dir is not None:
             # A directory of its own, not <HERA_DATA_DIR>/blobs: built here, not by the factory.
             from app.repositories.disk_blobs import DiskBlobRepository

@@ -26,6 +26,7 @@ from app.auth.tokens import AuthRequired, InvalidToken, Principal
 from app.container import Services
 from app.errors import InvalidInput, NotFound
 from app.repositories.base import InvalidId, check_request_key, is_session_id
+from app.repositories.users import owner_key
 from app.settings import Settings
 
 
@@ -156,11 +157,15 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def client_identity(request: Request, caller: Caller) -> str:
+    """Who a budget or a pre-session key belongs to: the signed-in person (from any address;
+    by owner key, so the raw `sub` never names a key), else the client address."""
+    return f"user:{owner_key(caller.owner_id)}" if caller.owner_id else client_address(request)
+
+
 def client_scoped(request: Request, caller: Caller, key: str) -> str:
-    """A request key that belongs to this client only (for keys that precede a session):
-    the signed-in person's, else the client address's."""
-    scope = f"user:{caller.owner_id}" if caller.owner_id else client_address(request)
-    return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+    """A request key that belongs to this client only (for keys that precede a session)."""
+    return hashlib.sha256(f"{client_identity(request, caller)}\0{key}".encode()).hexdigest()
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -185,9 +190,7 @@ def rate_limit(kind: str, *, session_route: bool = True) -> DependsParam:
 
     async def spend(request: Request, caller: CallerDep) -> None:
         services: Services = request.app.state.services
-        # A signed-in person's budget follows them from any address.
-        who = f"user:{caller.owner_id}" if caller.owner_id else client_address(request)
-        await services.limiter.hit(kind, who)
+        await services.limiter.hit(kind, client_identity(request, caller))
 
     async def spend_on_session(
         request: Request, session_id: SessionIdDep, caller: CallerDep

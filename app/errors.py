@@ -40,7 +40,7 @@ from app.repositories.base import (
     SessionNotFound,
     StoreUnavailable,
 )
-from app.repositories.users import TooManyTags
+from app.repositories.users import BadCursor, TooManyTags
 
 log = logging.getLogger("hera.errors")
 
@@ -78,6 +78,7 @@ def error_body(
 # (exception type, status, code, message) — the most specific type first.
 _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
     (SessionNotFound, 404, "session_not_found", "セッションが見つかりません。"),
+    (BadCursor, 422, "invalid_cursor", "cursor は前のページの next_cursor を渡してください。"),
     (InvalidId, 404, "not_found", "見つかりません。"),
     (EmptyMessage, 422, "empty_message", "メッセージを入力してください。"),
     (TooManyTags, 422, "too_many_tags", "タグは50個までです。"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -82,6 +82,10 @@ def error_responses(
         }
         for status in sorted(set(statuses))
     }
+
+
+_BINARY: Final = {"schema": {"type": "string", "format": "binary"}}
+IMAGE_CONTENT: Final = {"image/png": _BINARY, "image/jpeg": _BINARY, "image/webp": _BINARY}
 
 
 class HealthResponse(BaseModel):

@@ -46,15 +46,18 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.main import create_app
+from app.repositories.users import owner_key
 from app.settings import RATE_LIMIT_KINDS, Settings
 from tests.api.images import jpeg_photo
-from tests.api.scripted_user import SCRIPT
+from tests.api.scripted_user import FAMILY_AGREEING, SCRIPT
+from tests.support.jwks import AUDIENCE, ISSUER, SIGNING_KEY, Issuer, jwks_server
 
 SEED = 20261123
 EXAMPLES_PER_OPERATION = 40  # hypothesis' fuzzing budget per operation (plus examples/coverage)
 MIN_TOTAL_CASES = 300
 TIME_BUDGET_SECONDS = 60.0
 IMAGE_NAMES = ("user", "partner", "child_1", "child_2")
+OWNER = "fuzz-owner"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -63,7 +66,7 @@ CHECKS = [
 ]
 
 
-def _settings(data_dir: Path) -> Settings:
+def _settings(data_dir: Path, jwks_url: str) -> Settings:
     return Settings(
         _env_file=None,
         hera_data_dir=data_dir,
@@ -73,6 +76,12 @@ def _settings(data_dir: Path) -> Settings:
         # The limiter stays on (its code path is fuzzed too) with budgets the fuzzer's
         # hundreds of requests from one client do not exhaust.
         **{f"rate_limit_{kind}": "100000/minute" for kind in RATE_LIMIT_KINDS},
+        # Accounts on (optional): guests and a signed-in person are both fuzzed.
+        auth_mode="optional",
+        auth_issuer=ISSUER,
+        auth_audience=AUDIENCE,
+        auth_jwks_url=jwks_url,
+        url_signing_key=SIGNING_KEY,
     )
 
 
@@ -86,38 +95,65 @@ _CONFIG = schemathesis.Config.from_dict(
     }
 )
 schema = schemathesis.openapi.from_dict(
-    create_app(_settings(Path("unused-data-dir"))).openapi(), config=_CONFIG
+    create_app(_settings(Path("unused-data-dir"), "http://127.0.0.1:9/unused")).openapi(),
+    config=_CONFIG,
 )
 
 
 class Target:
     """The app under test and the real sessions the fuzzer may address."""
 
-    def __init__(self, app: FastAPI, client: asgi.ASGIClient) -> None:
+    def __init__(self, app: FastAPI, client: asgi.ASGIClient, issuer: Issuer) -> None:
         self.app = app
         self.client = client
+        self.issuer = issuer
+        self.owner = issuer.bearer(OWNER)  # a signed-in person with a keepsake
+        self.owner_key = owner_key(OWNER)
         self.fresh = self.create()
         self.finished = self.create()
-        self._converse(self.finished)
-        for sid in (self.fresh, self.finished):
+        self.owned = self.create(self.owner)
+        for sid, headers in ((self.finished, {}), (self.owned, self.owner)):
+            self._converse(sid, headers)
+        for sid, headers in ((self.fresh, {}), (self.finished, {}), (self.owned, self.owner)):
             files = {"file": ("me.jpg", jpeg_photo(), "image/jpeg")}
-            response = client.post(f"/api/sessions/{sid}/photos/user", files=files)
+            response = client.post(f"/api/sessions/{sid}/photos/user", files=files, headers=headers)
             assert response.status_code == 200, response.text
-        assert client.post(f"/api/sessions/{self.finished}/complete").status_code == 200
-        self.ids = (self.fresh, self.finished)
+        for sid, headers in ((self.finished, {}), (self.owned, self.owner)):
+            response = client.post(f"/api/sessions/{sid}/complete", headers=headers)
+            assert response.status_code == 200, response.text
+        for message in FAMILY_AGREEING:  # the owned session's plan is agreed: a keepsake
+            response = client.post(
+                f"/api/sessions/{self.owned}/family/messages",
+                json={"message": message},
+                headers=self.owner,
+            )
+            assert response.status_code == 200, response.text
+        assert response.json()["conversation_complete"] is True, response.text
+        self.ids = (self.fresh, self.finished, self.owned)
         self.cases = 0
         self.real_cases = 0
         self.statuses: dict[str, dict[int, int]] = {}  # operation -> status -> count
         self.started = time.monotonic()
 
-    def create(self) -> str:
-        response = self.client.post("/api/sessions")
+    def create(self, headers: dict[str, str] | None = None) -> str:
+        response = self.client.post("/api/sessions", headers=headers or {})
         assert response.status_code == 201, response.text
         return str(response.json()["session_id"])
 
-    def _converse(self, sid: str) -> None:
+    def sign_in(self, case: Any) -> None:
+        """Every other case is the signed-in owner's (their own space, their session); a
+        DELETE of someone's own space is a throw-away person's, so the owner keeps theirs."""
+        if self.cases % 2 == 0:
+            return
+        erasing = case.method.upper() == "DELETE" and case.path.startswith("/api/users/me")
+        bearer = self.issuer.bearer(f"throw-away-{self.cases}") if erasing else self.owner
+        case.headers = {**(case.headers or {}), **bearer}
+
+    def _converse(self, sid: str, headers: dict[str, str]) -> None:
         for line in SCRIPT:
-            response = self.client.post(f"/api/sessions/{sid}/messages", json={"message": line})
+            response = self.client.post(
+                f"/api/sessions/{sid}/messages", json={"message": line}, headers=headers
+            )
             assert response.status_code == 200, response.text
             if response.json()["profile_complete"]:
                 return
@@ -129,22 +165,26 @@ _TARGET: list[Target] = []  # set by the fixture; read by the hook and the tests
 
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    app = create_app(_settings(tmp_path_factory.mktemp("fuzz") / "data"))
-    try:
-        # Entering the client runs the app's lifespan (on schemathesis' event-loop thread).
-        with asgi.get_client(cast(Any, app)) as client:
-            _TARGET.append(Target(app, client))
-            yield _TARGET[-1]
-    finally:
-        asgi.shutdown_lifespans()
+    with jwks_server() as jwks:
+        app = create_app(_settings(tmp_path_factory.mktemp("fuzz") / "data", jwks.url))
+        try:
+            # Entering the client runs the app's lifespan (on schemathesis' event-loop thread).
+            with asgi.get_client(cast(Any, app)) as client:
+                _TARGET.append(Target(app, client, Issuer(jwks.keys[0])))
+                yield _TARGET[-1]
+        finally:
+            asgi.shutdown_lifespans()
 
 
 @schema.hook
 def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> Any:
-    """In part of the cases, address a real session (and a real image name)."""
+    """In part of the cases, address a real session (and a real image name, and the real
+    owner of a keepsake)."""
     if not path_parameters or "session_id" not in path_parameters or not _TARGET:
         return st.just(path_parameters)
     real = [{**path_parameters, "session_id": sid} for sid in _TARGET[-1].ids]
+    if "owner" in path_parameters:
+        real = [{**params, "owner": _TARGET[-1].owner_key} for params in real]
     strategy = st.sampled_from([path_parameters, *real])
     if "name" in path_parameters:
         names = st.sampled_from([path_parameters["name"], *IMAGE_NAMES])
@@ -166,6 +206,7 @@ def test_api_conforms_to_its_schema(case: Any, fuzz_target: Target) -> None:
         fuzz_target.real_cases += 1
         if case.method.upper() == "DELETE":
             params["session_id"] = fuzz_target.create()  # never delete the shared sessions
+    fuzz_target.sign_in(case)
     response = case.call(app=fuzz_target.app)
     if response.status_code == 204:
         assert not response.content, "a 204 has no body"

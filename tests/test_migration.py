@@ -27,9 +27,14 @@ from PIL import Image
 from pydantic import SecretStr
 
 from app.cli import main
-from app.container import build_blob_repository, build_session_repository
+from app.container import (
+    build_blob_repository,
+    build_session_repository,
+    build_user_repository,
+)
 from app.migration import LegacySession, legacy_record, legacy_session_id
-from app.repositories.base import is_session_id, session_blob_key
+from app.repositories.base import is_session_id, person_blob_prefix, session_blob_key
+from app.repositories.users import INDEX_NAMES, owner_key
 from app.settings import Settings
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.scripted_user import SCRIPT
@@ -442,6 +447,70 @@ async def test_file_and_disk_stores_migrate_to_redis_and_s3_and_back(
         assert await snapshot(api, ids, photos=False) == [
             v for v in before if not isinstance(v, bytes)
         ]
+
+
+async def people_of(settings: Settings) -> dict[str, Any]:
+    """Every person of a deployment: record and both indexes, as the store lists them."""
+    users = await build_user_repository(settings)
+    found: dict[str, Any] = {}
+    try:
+        async for owner in users.iter_owners():
+            indexes = {
+                index: (await users.index_page(owner_key=owner, index=index, limit=50)).entries
+                for index in INDEX_NAMES
+            }
+            found[owner] = (await users.get(owner_key=owner), indexes)
+    finally:
+        await users.aclose()
+    return found
+
+
+async def test_people_and_their_keepsakes_migrate_to_redis_and_s3_and_back_once(
+    cloud: Settings,
+    use_env: UseEnv,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = stack_settings("file-disk", tmp_path / "source", request)
+    back = stack_settings("file-disk", tmp_path / "back", request)
+    users, blobs = await build_user_repository(source), await build_blob_repository(source)
+    hana, taro = owner_key("hana"), owner_key("taro")
+    sid = str(uuid.uuid4())
+    at = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    await users.update(owner_key=hana, fields={"display_name": "花子", "locale": "ja"})
+    for tag in ("旅行", "海"):
+        await users.add_tag(owner_key=hana, tag=tag)
+    await users.index_add(owner_key=hana, index="sessions", item_id=sid, at=at)
+    await users.index_add(owner_key=hana, index="keepsakes", item_id=sid, at=at)
+    await users.index_add(owner_key=taro, index="sessions", item_id=str(uuid.uuid4()), at=at)
+    keepsake = f"{person_blob_prefix(hana)}keepsakes/{sid}/keepsake.json"
+    await blobs.put(key=keepsake, data=b'{"story": "..."}', content_type="application/json")
+    await users.aclose()
+    await blobs.aclose()
+    before = await people_of(source)
+    assert len(before) == 2
+
+    use_env(cloud)
+    args = ["migrate", "--from-users-dir", source.users_dir, "--from-blobs-dir", source.blobs_dir]
+    code, out = await hera(capsys, *args)
+    assert code == 0, out
+    assert "people: 2 copied, 0 skipped (already there), 0 failed" in out
+    assert "blobs: 1 copied, 0 skipped" in out
+    assert await people_of(cloud) == before
+    assert any(key.endswith(keepsake) for key in s3_keys(cloud))
+    code, out = await hera(capsys, *args)
+    assert "people: 0 copied, 2 skipped" in out and "blobs: 0 copied, 1 skipped" in out, out
+
+    use_env(back)
+    assert cloud.redis_url is not None
+    redis_args = ["--from-redis", cloud.redis_url, "--from-namespace", cloud.redis_namespace]
+    code, out = await hera(capsys, "migrate", "--dry-run", *redis_args)
+    assert code == 0 and "people: 2 would be copied" in out, out
+    assert await people_of(back) == {}
+    code, out = await hera(capsys, "migrate", *redis_args)
+    assert code == 0 and "people: 2 copied" in out, out
+    assert await people_of(back) == before
 
 
 async def test_an_unreachable_source_stops_the_migration_with_a_clear_line(

@@ -25,7 +25,9 @@ from app.repositories.base import (
     JSONDict,
     SessionNotFound,
     SessionRepository,
-    check_blob_key,
+    check_blob_prefix,
+    check_session_id,
+    person_blob_prefix,
     read_all,
 )
 from app.repositories.users import IndexEntry, UserRepository, owner_key
@@ -35,7 +37,9 @@ DOCUMENT: Final = "keepsake.json"
 
 
 def keepsake_prefix(owner: str, session_id: str) -> str:
-    return check_blob_key(f"users/{owner}/keepsakes/{session_id}") + "/"
+    return check_blob_prefix(
+        f"{person_blob_prefix(owner)}keepsakes/{check_session_id(session_id)}/"
+    )
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,16 @@ class SessionLifecycle:
             await self._blobs.delete_prefix(prefix=session_blob_prefix(session_id))
             await self._sessions.delete(session_id=session_id)
 
+    async def remove_leftovers(self, session_id: str) -> bool:
+        """What an expired session left behind (its images, and its files on the file store);
+        False, touching nothing, while the session lives (whoever owns it). An expired session
+        never comes back, so no lock is needed."""
+        if await self._sessions.exists(session_id=session_id):
+            return False
+        await self._blobs.delete_prefix(prefix=session_blob_prefix(session_id))
+        await self._sessions.delete(session_id=session_id)
+        return True
+
     async def claim(self, session_id: str, caller: Caller) -> SessionMeta:
         """Give a guest session to the signed-in caller (sign in at the end and keep the
         family). Claiming one's own session again changes nothing; another person's session

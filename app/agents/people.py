@@ -7,10 +7,9 @@ meets it (never by a scan).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from app.agents.access import Caller
 from app.agents.lifecycle import SessionLifecycle
@@ -21,8 +20,18 @@ from app.repositories.base import (
     JSONDict,
     SessionNotFound,
     SessionRepository,
+    person_blob_prefix,
 )
 from app.repositories.users import UserRepository, owner_key
+
+TRAITS: Final = "personality_traits"
+
+
+def _view(record: JSONDict) -> JSONDict:
+    """The record as the API shows it: the `personality_traits.<name>` fields as one map."""
+    view = {k: v for k, v in record.items() if not k.startswith(f"{TRAITS}.")}
+    view[TRAITS] = {k.split(".", 1)[1]: v for k, v in record.items() if k.startswith(f"{TRAITS}.")}
+    return view
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,15 @@ class PeopleAgent:
         self._ttl = timedelta(seconds=session_ttl)
 
     async def record(self, subject: str) -> JSONDict:
-        return await self._users.get(owner_key=owner_key(subject)) or {"tags": []}
+        return _view(await self._users.get(owner_key=owner_key(subject)) or {"tags": []})
 
     async def update(self, subject: str, fields: dict[str, Any]) -> JSONDict:
-        return await self._users.update(owner_key=owner_key(subject), fields=fields)
+        """Change the fields given; each personality trait is a field of its own, so
+        concurrent changes of different traits all land (each update is one atomic step)."""
+        stored = {k: v for k, v in fields.items() if k != TRAITS}
+        for trait, score in (fields.get(TRAITS) or {}).items():
+            stored[f"{TRAITS}.{trait}"] = score
+        return _view(await self._users.update(owner_key=owner_key(subject), fields=stored))
 
     async def add_tag(self, subject: str, tag: str) -> list[str]:
         return await self._users.add_tag(owner_key=owner_key(subject), tag=tag)
@@ -76,6 +90,8 @@ class PeopleAgent:
                 try:
                     summary = await self._lifecycle.summary(entry.item_id, caller)
                 except SessionNotFound:
+                    # Its leftovers go with its entry: the index was the way to find them.
+                    await self._lifecycle.remove_leftovers(entry.item_id)
                     await self._users.index_remove(
                         owner_key=owner, index="sessions", item_id=entry.item_id
                     )
@@ -110,11 +126,12 @@ class PeopleAgent:
                 owner_key=owner, index="sessions", limit=100, cursor=cursor
             )
             for entry in page.entries:
-                # Expired meanwhile (or another person's id: never theirs to delete).
-                with contextlib.suppress(SessionNotFound):
+                try:
                     await self._lifecycle.delete(entry.item_id, caller)
+                except SessionNotFound:  # expired: what it left still goes (a live session
+                    await self._lifecycle.remove_leftovers(entry.item_id)  # of another stays)
             cursor = page.next_cursor
             if cursor is None:
                 break
-        await self._blobs.delete_prefix(prefix=f"users/{owner}/")
+        await self._blobs.delete_prefix(prefix=person_blob_prefix(owner))
         await self._users.delete(owner_key=owner)

@@ -8,13 +8,13 @@ exists with the same size is skipped. Nothing here reads settings; `app.cli` wir
 
 Modules: `records` (the store-independent session record), `report` (progress, tallies and
 the summary), `legacy` (reading and mapping the old backend's folders), `stores` (the writer
-and the copies into the configured stores), `prune` (expired sessions and orphaned blobs).
+and the copies into the configured stores, people included), `prune` (expired sessions and orphaned blobs).
 """
 
 from app.migration.legacy import LegacySession, legacy_record, legacy_session_id
 from app.migration.prune import SupportsPrune, prune
 from app.migration.report import MigrationReport, describe_error
-from app.migration.stores import copy_blobs, copy_sessions, import_legacy
+from app.migration.stores import copy_blobs, copy_sessions, copy_users, import_legacy
 
 __all__ = [
     "LegacySession",
@@ -22,6 +22,7 @@ __all__ = [
     "SupportsPrune",
     "copy_blobs",
     "copy_sessions",
+    "copy_users",
     "describe_error",
     "import_legacy",
     "legacy_record",

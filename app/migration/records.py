@@ -9,6 +9,7 @@ from typing import Final
 from app.repositories.base import JSONDict
 
 BLOB_PREFIX: Final = "sessions/"
+PERSON_BLOB_PREFIX: Final = "users/"  # keepsakes (`person_blob_prefix`)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class MigrationReport:
     dry_run: bool = False
     sessions: Tally = field(default_factory=Tally)
     blobs: Tally = field(default_factory=Tally)
+    users: Tally = field(default_factory=Tally)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dropped_keys: Counter[str] = field(default_factory=Counter)
@@ -63,7 +64,10 @@ class MigrationReport:
     def summary(self, *, show_map: bool = True) -> list[str]:
         verb = "would be copied" if self.dry_run else "copied"
         lines = ["dry run: nothing was written"] if self.dry_run else []
-        for name, tally in (("sessions", self.sessions), ("blobs", self.blobs)):
+        tallies = [("sessions", self.sessions), ("blobs", self.blobs)]
+        if self.users.copied or self.users.skipped or self.users.failed:
+            tallies.append(("people", self.users))
+        for name, tally in tallies:
             lines.append(
                 f"{name}: {tally.copied} {verb}, {tally.skipped} skipped (already there), "
                 f"{tally.failed} failed"

@@ -13,7 +13,7 @@ import anyio.to_thread
 from app.agents.uploads import ext_for
 from app.domain.images import ImageEntry
 from app.migration.legacy import legacy_record, list_legacy_folders, read_legacy_folder
-from app.migration.records import BLOB_PREFIX, SessionRecord
+from app.migration.records import BLOB_PREFIX, PERSON_BLOB_PREFIX, SessionRecord
 from app.migration.report import MigrationReport, Progress, Tally, _NoProgress
 from app.repositories.base import (
     DOC_NAMES,
@@ -29,6 +29,7 @@ from app.repositories.base import (
     SessionRepository,
     session_blob_key,
 )
+from app.repositories.users import INDEX_NAMES, UserRepository
 
 T = TypeVar("T")
 
@@ -161,7 +162,8 @@ async def copy_blobs(
     progress: Progress | None = None,
     concurrency: int = 8,
 ) -> None:
-    """Every blob under `sessions/` of `source` into `target`, streamed (never whole)."""
+    """Every blob under `sessions/` and `users/` (keepsakes) of `source` into `target`,
+    streamed (never whole)."""
 
     async def one(info: BlobInfo) -> None:
         try:
@@ -180,9 +182,66 @@ async def copy_blobs(
         report.blobs.copied += 1
 
     await _each(
-        source.list(prefix=BLOB_PREFIX), one, concurrency=concurrency, progress=progress,
+        _chain(source, BLOB_PREFIX, PERSON_BLOB_PREFIX), one, concurrency=concurrency,
+        progress=progress,
         report=report,
         tally=report.blobs, label=lambda info: f"blob {info.key}",
+    )  # fmt: skip
+
+
+async def _chain(source: BlobRepository, *prefixes: str) -> AsyncIterator[BlobInfo]:
+    for prefix in prefixes:
+        async for info in source.list(prefix=prefix):
+            yield info
+
+
+async def copy_users(
+    source: UserRepository,
+    target: UserRepository,
+    *,
+    report: MigrationReport,
+    progress: Progress | None = None,
+    concurrency: int = 8,
+) -> None:
+    """Every person of `source` (record, tags, session and keepsake indexes) into `target`.
+
+    A person `target` already knows keeps their record there (counted as skipped); their
+    indexes are merged either way, so a re-run after a failure finishes the copy."""
+
+    async def known(owner: str) -> bool:
+        if await target.get(owner_key=owner) is not None:
+            return True
+        for index in INDEX_NAMES:
+            if (await target.index_page(owner_key=owner, index=index, limit=1)).entries:
+                return True
+        return False
+
+    async def one(owner: str) -> None:
+        record = await source.get(owner_key=owner)
+        copied = not await known(owner)
+        if record is not None and not report.dry_run:
+            await target.restore(owner_key=owner, record=record)
+        for index in INDEX_NAMES:
+            cursor: str | None = None
+            while True:
+                page = await source.index_page(
+                    owner_key=owner, index=index, limit=100, cursor=cursor
+                )
+                if not report.dry_run:
+                    for entry in page.entries:
+                        await target.index_add(
+                            owner_key=owner, index=index, item_id=entry.item_id, at=entry.at
+                        )
+                if (cursor := page.next_cursor) is None:
+                    break
+        if copied:
+            report.users.copied += 1
+        else:
+            report.users.skipped += 1
+
+    await _each(
+        source.iter_owners(), one, concurrency=concurrency, progress=progress, report=report,
+        tally=report.users, label=lambda owner: f"person {owner}",
     )  # fmt: skip
 
 

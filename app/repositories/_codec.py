@@ -53,6 +53,7 @@ def meta_to_dict(meta: SessionMeta) -> JSONDict:
         "created_at": meta.created_at.isoformat(),
         "updated_at": meta.updated_at.isoformat(),
         "owner_id": meta.owner_id,
+        "request_key": meta.request_key,
     }
 
 
@@ -62,6 +63,7 @@ def meta_from_dict(data: Mapping[str, Any]) -> SessionMeta:
         created_at=datetime.fromisoformat(str(data["created_at"])),
         updated_at=datetime.fromisoformat(str(data["updated_at"])),
         owner_id=data.get("owner_id"),
+        request_key=data.get("request_key"),
     )
 
 

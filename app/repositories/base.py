@@ -113,6 +113,11 @@ def session_blob_prefix(session_id: str) -> str:
     return f"sessions/{check_session_id(session_id)}/"
 
 
+def person_blob_prefix(owner_key: str) -> str:
+    """Where one person's durable blobs (keepsakes) live: `users/<owner key>/`."""
+    return check_blob_prefix(f"users/{owner_key}/")
+
+
 def session_blob_key(session_id: str, name: str) -> str:
     return check_blob_key(session_blob_prefix(session_id) + name)
 
@@ -128,16 +133,23 @@ class SessionMeta:
     created_at: datetime
     updated_at: datetime
     owner_id: str | None = None
+    request_key: str | None = None  # the `create_once` key that made it (forgotten with it)
 
     @classmethod
     def new(
-        cls, *, session_id: str | None, created_at: datetime | None, owner_id: str | None
+        cls,
+        *,
+        session_id: str | None,
+        created_at: datetime | None,
+        owner_id: str | None,
+        request_key: str | None = None,
     ) -> SessionMeta:
         """What `create` stores: the given (checked) id or a fresh one, written now; an
         import keeps its original `created_at`."""
         now = utcnow()
         sid = check_session_id(session_id) if session_id else new_session_id()
-        return cls(sid, created_at or now, now, owner_id)
+        key = check_request_key(request_key) if request_key is not None else None
+        return cls(sid, created_at or now, now, owner_id, key)
 
 
 @dataclass(slots=True)
@@ -253,7 +265,10 @@ class SessionRepository(Protocol):
     - `create_once(request_key=k)` is idempotent per `k`: for `ttl` seconds after the first
       call, while that session lives, a call with the same key returns the first session's
       meta and the first call's fingerprint (a window for retries, as for any request key).
-    - `delete` removes every part; returns False when there was nothing to delete.
+    - `delete` removes every part, and the `create_once` key that made the session (a later
+      call with that key makes a new session; nothing names the deleted id any more); it
+      also removes what an expired session left (files); returns False when no live session
+      was there.
     - `iter_ids` streams ids without loading them all.
     """
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -112,7 +112,7 @@ class FileSessionRepository:
         meta = meta_from_dict(raw)
         try:
             touched = datetime.fromtimestamp((folder / ".write").stat().st_mtime, UTC)
-            meta = SessionMeta(meta.session_id, meta.created_at, touched, meta.owner_id)
+            meta = replace(meta, updated_at=touched)
         except FileNotFoundError:
             pass  # imported sessions carry updated_at in meta.json only
         expires = meta.updated_at + timedelta(seconds=self._ttl)
@@ -195,7 +195,12 @@ class FileSessionRepository:
                             self._delete(self._dir(mine.session_id))
                         return found, str(earlier.get("fp", ""))
                     if mine is None:
-                        mine = SessionMeta.new(session_id=None, created_at=None, owner_id=owner_id)
+                        mine = SessionMeta.new(
+                            session_id=None,
+                            created_at=None,
+                            owner_id=owner_id,
+                            request_key=request_key,
+                        )
                         self._create(mine)
                         record = {"session_id": mine.session_id, "fp": fingerprint}
                         tmp.write_bytes(dumps(record).encode())
@@ -339,9 +344,21 @@ class FileSessionRepository:
             folder.rename(trash)  # the session vanishes in one step
         except FileNotFoundError:
             return False
+        self._forget_request(trash / "meta.json", folder.name)
         shutil.rmtree(trash, ignore_errors=True)
         (self._root / ".locks" / f"{folder.name}.lock").unlink(missing_ok=True)
         return True
+
+    def _forget_request(self, meta_path: Path, session_id: str) -> None:
+        """Remove the `create_once` claim that made this session, if it still names it."""
+        try:
+            key = loads(read_small(meta_path)).get("request_key")
+            claim = self._root / ".requests" / check_request_key(str(key))
+            named = loads(read_small(claim)).get("session_id") == session_id
+        except (OSError, ValueError, AttributeError, InvalidId):
+            return  # no key (or an unreadable one): nothing names the session
+        if named:
+            claim.unlink(missing_ok=True)
 
     async def iter_ids(self) -> AsyncIterator[str]:
         # Directory iteration in batches, each read off the loop: streams, never loads all.

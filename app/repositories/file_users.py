@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from .users import (
     TooManyTags,
     check_index,
     check_owner_key,
+    check_record_fields,
     is_owner_key,
     page_of,
 )
@@ -68,8 +70,12 @@ class FileUserRepository:
         except FileNotFoundError:
             return None
 
-    def _change_record(self, owner_key: str, change: Callable[[JSONDict], JSONDict]) -> JSONDict:
+    def _change_record(
+        self, owner_key: str, change: Callable[[JSONDict], JSONDict], *, create: bool = True
+    ) -> JSONDict:
         folder = self._dir(owner_key)
+        if not create and not (folder / "record.json").exists():
+            return {"tags": []}  # nothing to change: leave no trace of the person
         with self._locked(folder):
             now = utcnow().isoformat()
             record = self._read(folder / "record.json") or {
@@ -86,7 +92,7 @@ class FileUserRepository:
         return found
 
     async def update(self, *, owner_key: str, fields: Mapping[str, Any]) -> JSONDict:
-        payload = dict(check_fields(fields))
+        payload = dict(check_record_fields(fields))
 
         def change(record: JSONDict) -> JSONDict:
             merged = merge_fields(record, payload)
@@ -94,6 +100,19 @@ class FileUserRepository:
             return merged
 
         return await self._run(self._change_record, owner_key, change)
+
+    async def restore(self, *, owner_key: str, record: Mapping[str, Any]) -> bool:
+        folder = self._dir(owner_key)
+        data = dumps({"tags": [], **check_fields(record)}).encode()
+
+        def _restore() -> bool:
+            with self._locked(folder):
+                if (folder / "record.json").exists():
+                    return False
+                write_atomic(folder / "record.json", data)
+                return True
+
+        return await self._run(_restore)
 
     async def add_tag(self, *, owner_key: str, tag: str) -> list[str]:
         def change(record: JSONDict) -> JSONDict:
@@ -109,18 +128,23 @@ class FileUserRepository:
         def change(record: JSONDict) -> JSONDict:
             return {**record, "tags": [t for t in record["tags"] if t != tag]}
 
-        return list((await self._run(self._change_record, owner_key, change))["tags"])
+        changed = await self._run(partial(self._change_record, owner_key, change, create=False))
+        return list(changed["tags"])
 
     def _change_index(
         self, owner_key: str, index: str, change: Callable[[dict[str, float]], bool]
     ) -> bool:
         folder = self._dir(owner_key)
         path = folder / f"index-{check_index(index)}.json"
+        if not folder.exists() and not change({}):
+            return False  # nothing to change: leave no trace of the person
         with self._locked(folder):
             entries: dict[str, float] = self._read(path) or {}
             changed = change(entries)
-            if changed:
+            if changed and entries:
                 write_atomic(path, dumps(entries).encode())
+            elif changed:
+                path.unlink()  # an empty index is no index: the person may have nothing left
             return changed
 
     async def index_add(
@@ -156,16 +180,28 @@ class FileUserRepository:
                 folder.rename(trash)  # the person vanishes in one step
             except FileNotFoundError:
                 return False
+            found = self._holds_anything(trash)
             shutil.rmtree(trash, ignore_errors=True)
-            return True
+            return found
 
         return await self._run(_delete)
 
+    @staticmethod
+    def _holds_anything(folder: Path) -> bool:
+        """A record or an index: a folder with only its `.lock` (or a crashed write's
+        temp file) holds no person."""
+        try:
+            return any(not name.startswith(".") for name in os.listdir(folder))
+        except FileNotFoundError:
+            return False
+
     async def iter_owners(self) -> AsyncIterator[str]:
-        names = await self._run(lambda: sorted(os.listdir(self._root)))
-        for name in names:
-            if is_owner_key(name):
-                yield name
+        def owners() -> list[str]:
+            names = sorted(os.listdir(self._root))
+            return [n for n in names if is_owner_key(n) and self._holds_anything(self._root / n)]
+
+        for name in await self._run(owners):
+            yield name
 
     async def durability(self) -> str:
         return "disk"

@@ -81,6 +81,9 @@ class MemorySessionRepository:
         created_at: datetime | None = None,
     ) -> SessionMeta:
         meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
+        return await self._add(meta)
+
+    async def _add(self, meta: SessionMeta) -> SessionMeta:
         if await self.exists(session_id=meta.session_id):
             raise SessionExists(meta.session_id)
         self._data[meta.session_id] = _Entry(meta, self._clock() + self._ttl)
@@ -93,7 +96,10 @@ class MemorySessionRepository:
         live = earlier is not None and earlier[2] > self._clock()
         if earlier is not None and live and await self.exists(session_id=earlier[0]):
             return self._live(earlier[0]).meta, earlier[1]
-        meta = await self.create(owner_id=owner_id)
+        new = SessionMeta.new(
+            session_id=None, created_at=None, owner_id=owner_id, request_key=request_key
+        )
+        meta = await self._add(new)
         self._created[request_key] = (meta.session_id, fingerprint, self._clock() + self._ttl)
         return meta, None
 
@@ -169,7 +175,10 @@ class MemorySessionRepository:
 
     async def delete(self, *, session_id: str) -> bool:
         existed = await self.exists(session_id=session_id)
-        self._data.pop(session_id, None)
+        entry = self._data.pop(session_id, None)
+        key = entry.meta.request_key if entry else None
+        if key is not None and self._created.get(key, ("",))[0] == session_id:
+            del self._created[key]
         return existed
 
     async def iter_ids(self) -> AsyncIterator[str]:

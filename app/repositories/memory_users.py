@@ -17,6 +17,7 @@ from .users import (
     TooManyTags,
     check_index,
     check_owner_key,
+    check_record_fields,
     page_of,
 )
 
@@ -36,12 +37,20 @@ class MemoryUserRepository:
         return copy.deepcopy(self._records.get(check_owner_key(owner_key)))
 
     async def update(self, *, owner_key: str, fields: Mapping[str, Any]) -> JSONDict:
-        check_fields(fields)
+        check_record_fields(fields)
         record = self._record(owner_key)
         merged = merge_fields(record, copy.deepcopy(dict(fields)))
         merged["updated_at"] = utcnow().isoformat()
         self._records[owner_key] = merged
         return copy.deepcopy(merged)
+
+    async def restore(self, *, owner_key: str, record: Mapping[str, Any]) -> bool:
+        check_owner_key(owner_key)
+        check_fields(record)
+        if owner_key in self._records:
+            return False
+        self._records[owner_key] = {"tags": [], **copy.deepcopy(dict(record))}
+        return True
 
     async def add_tag(self, *, owner_key: str, tag: str) -> list[str]:
         record = self._record(owner_key)
@@ -53,7 +62,7 @@ class MemoryUserRepository:
         return list(record["tags"])
 
     async def remove_tag(self, *, owner_key: str, tag: str) -> list[str]:
-        record = self._record(owner_key)
+        record = self._records.get(check_owner_key(owner_key), {"tags": []})
         if tag in record["tags"]:
             record["tags"].remove(tag)
             record["updated_at"] = utcnow().isoformat()

@@ -119,6 +119,19 @@ return current
 """
 
 
+# Forget a create_once claim only while it names the deleted session. KEYS = the claim key;
+# ARGV = the session id.
+_FORGET_CLAIM_LUA: Final = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, claim = pcall(cjson.decode, current)
+if ok and type(claim) == 'table' and claim['session_id'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     """A flat HGETALL reply from a script ([field, value, ...]) as a dict, like HGETALL's."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -160,6 +173,7 @@ class RedisSessionRepository:
         self._commit = client.register_script(_COMMIT_LUA)
         self._read = client.register_script(_READ_LUA)
         self._claim = client.register_script(_CLAIM_LUA)
+        self._forget_claim = client.register_script(_FORGET_CLAIM_LUA)
 
     @property
     def namespace(self) -> str:
@@ -182,6 +196,9 @@ class RedisSessionRepository:
         created_at: datetime | None = None,
     ) -> SessionMeta:
         meta = SessionMeta.new(session_id=session_id, created_at=created_at, owner_id=owner_id)
+        return await self._create(meta)
+
+    async def _create(self, meta: SessionMeta) -> SessionMeta:
         items = [x for kv in meta_to_dict(meta).items() if kv[1] is not None for x in kv]
         key = f"{self._base(meta.session_id)}:meta"
         # Create-if-absent in one atomic step, so an import never overwrites a live session.
@@ -197,8 +214,11 @@ class RedisSessionRepository:
         # The claim key has its own slot (the key's tag), so it is never in one script with
         # a session's keys: create, then claim; a loser deletes its session and answers with
         # the winner's. A claim whose session is gone is taken over (compare-and-set).
-        claim_key = f"{self._ns}:req:{{{check_request_key(request_key)}}}"
-        meta = await self.create(owner_id=owner_id)
+        claim_key = self._claim_key(request_key)
+        new = SessionMeta.new(
+            session_id=None, created_at=None, owner_id=owner_id, request_key=request_key
+        )
+        meta = await self._create(new)
         value = dumps({"session_id": meta.session_id, "fp": fingerprint})
         stale = ""
         for _ in range(4):
@@ -363,7 +383,16 @@ class RedisSessionRepository:
     @_guarded
     async def delete(self, *, session_id: str) -> bool:
         # The lock key stays: a turn that deletes its own session must still release it.
-        return bool(await self._client.unlink(*self._keys(session_id)))
+        keys = self._keys(session_id)
+        request_key = await self._client.hget(keys[0], "request_key")
+        deleted = bool(await self._client.unlink(*keys))
+        if isinstance(request_key, bytes):  # its own slot: a second call, never one script
+            claim = self._claim_key(request_key.decode())
+            await self._forget_claim(keys=[claim], args=[session_id])
+        return deleted
+
+    def _claim_key(self, request_key: str) -> str:
+        return f"{self._ns}:req:{{{check_request_key(request_key)}}}"
 
     async def iter_ids(self) -> AsyncIterator[str]:
         # SCAN may return a key twice (rehashing); a set of ids is far smaller than sessions.

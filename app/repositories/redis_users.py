@@ -1,5 +1,5 @@
 """People in Redis: `<ns>:user:{<owner key>}:record` hash (field -> JSON), `:tags` sorted set
-(by the time each was added), `:idx:<name>` hashes (item id -> Unix time). No TTL.
+(scored 1, 2, ... in the order each was added), `:idx:<name>` hashes (item id -> Unix time). No TTL.
 
 Every key of one person shares the `{<owner key>}` hash tag, so each change is one script in
 one slot (on Cluster too), and never in the same script as a session's keys.
@@ -7,7 +7,6 @@ one slot (on Cluster too), and never in the same script as a session's keys.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -19,12 +18,14 @@ from ._codec import dumps, loads
 from ._redis import guarded, store_errors
 from .base import JSONDict, utcnow
 from .users import (
+    INDEX_NAMES,
     MAX_TAGS,
     IndexName,
     Page,
     TooManyTags,
     check_index,
     check_owner_key,
+    check_record_fields,
     is_owner_key,
     page_of,
 )
@@ -39,11 +40,15 @@ redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1)}
 """
-# KEYS = record, tags. ARGV = now (JSON), tag, score, max tags. -1: too many tags.
+# KEYS = record, tags. ARGV = now (JSON), tag, max tags. -1: too many tags. A new tag scores
+# one past the last (never a client's clock), so tags keep the order they were first added.
 _ADD_TAG_LUA: Final = """
 if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  local score = 1
+  if last[2] then score = tonumber(last[2]) + 1 end
+  redis.call('ZADD', KEYS[2], score, ARGV[2])
   redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1])
   redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 end
@@ -54,6 +59,17 @@ if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
   redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 end
 return redis.call('ZRANGE', KEYS[2], 0, -1)
+"""
+# KEYS = record, tags. ARGV = field/JSON pairs, then '--', then the tags in order.
+_RESTORE_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local i = 1
+while ARGV[i] ~= '--' do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for j = i + 1, #ARGV do redis.call('ZADD', KEYS[2], j - i, ARGV[j]) end
+return 1
 """
 _GET_LUA: Final = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1)}
@@ -71,6 +87,7 @@ class RedisUserRepository:
         self._add_tag = client.register_script(_ADD_TAG_LUA)
         self._remove_tag = client.register_script(_REMOVE_TAG_LUA)
         self._get = client.register_script(_GET_LUA)
+        self._restore = client.register_script(_RESTORE_LUA)
 
     def _key(self, owner_key: str, part: str) -> str:
         return f"{self._ns}:user:{{{check_owner_key(owner_key)}}}:{part}"
@@ -95,9 +112,7 @@ class RedisUserRepository:
     @_guarded
     async def update(self, *, owner_key: str, fields: Mapping[str, Any]) -> JSONDict:
         args: list[str] = [dumps(utcnow().isoformat())]
-        for name, value in check_fields(fields).items():
-            if name in ("tags", "created_at", "updated_at"):
-                raise ValueError(f"{name} is kept by the store")
+        for name, value in check_record_fields(fields).items():
             args += [name, "" if value is None else dumps(value)]
         flat, tags = await self._update(keys=self._record_keys(owner_key), args=args)
         record = self._record(flat, tags)
@@ -105,11 +120,18 @@ class RedisUserRepository:
         return record
 
     @_guarded
+    async def restore(self, *, owner_key: str, record: Mapping[str, Any]) -> bool:
+        fields = {k: v for k, v in check_fields(record).items() if k != "tags"}
+        args: list[str] = []
+        for name, value in fields.items():
+            args += [name, dumps(value)]
+        args += ["--", *[str(t) for t in record.get("tags") or []]]
+        return bool(await self._restore(keys=self._record_keys(owner_key), args=args))
+
+    @_guarded
     async def add_tag(self, *, owner_key: str, tag: str) -> list[str]:
         now = dumps(utcnow().isoformat())
-        got = await self._add_tag(
-            keys=self._record_keys(owner_key), args=[now, tag, time.time(), MAX_TAGS]
-        )
+        got = await self._add_tag(keys=self._record_keys(owner_key), args=[now, tag, MAX_TAGS])
         if got == -1:
             raise TooManyTags(owner_key)
         return [t.decode() for t in got]
@@ -142,7 +164,7 @@ class RedisUserRepository:
 
     @_guarded
     async def delete(self, *, owner_key: str) -> bool:
-        parts = ["record", "tags", *(f"idx:{name}" for name in ("sessions", "keepsakes"))]
+        parts = ["record", "tags", *(f"idx:{name}" for name in INDEX_NAMES)]
         return bool(await self._client.unlink(*(self._key(owner_key, p) for p in parts)))
 
     async def iter_owners(self) -> AsyncIterator[str]:

@@ -23,6 +23,7 @@ from app.routers.bodies import LimitedRoute, UploadRoute
 from app.routers.urls import image_url, photo_path
 from app.schemas import (
     BODY_ERRORS,
+    IMAGE_CONTENT,
     LIMIT_ERRORS,
     LLM_ERRORS,
     SESSION_ERRORS,
@@ -150,11 +151,7 @@ async def generate_child_images(
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                "image/webp": {"schema": {"type": "string", "format": "binary"}},
-            },
+            "content": IMAGE_CONTENT,
             "description": "The image, with `ETag` and `Cache-Control`",
         },
         304: {"description": "Not modified (If-None-Match)"},

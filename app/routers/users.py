@@ -18,7 +18,7 @@ from app.errors import NotFound
 from app.repositories.users import is_owner_key, owner_key
 from app.routers.bodies import LimitedRoute
 from app.routers.urls import image_url
-from app.schemas import error_responses
+from app.schemas import BODY_ERRORS, IMAGE_CONTENT, error_responses
 from app.schemas_users import (
     ArtifactsPage,
     ProfileResponse,
@@ -31,6 +31,7 @@ from app.schemas_users import (
 
 router = APIRouter(prefix="/api", tags=["me"], route_class=LimitedRoute)
 ME_ERRORS = error_responses(401, 422, 500, 503)
+WITH_BODY = error_responses(*BODY_ERRORS, 401, 500, 503)
 Limit = Annotated[int, Query(ge=1, le=100, description="How many per page.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="From the previous page.")]
 
@@ -58,6 +59,11 @@ def _me(principal: Principal, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _first(stored: Any, interviewed: Any) -> Any:
+    """What the person set wins (an age of 0 too), else what their interview found."""
+    return interviewed if stored is None else stored
+
+
 @router.get("/users/me", summary="The signed-in person", response_model=UserMe, responses=ME_ERRORS)
 async def get_me(principal: PrincipalDep, people: PeopleDep) -> dict[str, Any]:
     return _me(principal, await people.record(principal.subject))
@@ -65,18 +71,15 @@ async def get_me(principal: PrincipalDep, people: PeopleDep) -> dict[str, Any]:
 
 @router.put(
     "/users/me", summary="Change the person's record (partial)", response_model=UserMe,
-    responses=ME_ERRORS,
+    responses=WITH_BODY,
 )  # fmt: skip
 async def put_me(principal: PrincipalDep, body: UserUpdate, people: PeopleDep) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True, exclude_none=True)
-    if "personality_traits" in fields:
-        current = (await people.record(principal.subject)).get("personality_traits") or {}
-        fields["personality_traits"] = {**current, **fields["personality_traits"]}
     return _me(principal, await people.update(principal.subject, fields))
 
 
 @router.post(
-    "/users/me/tags", summary="Add a tag", response_model=TagsResponse, responses=ME_ERRORS
+    "/users/me/tags", summary="Add a tag", response_model=TagsResponse, responses=WITH_BODY
 )
 async def add_tag(principal: PrincipalDep, body: TagRequest, people: PeopleDep) -> TagsResponse:
     return TagsResponse(tags=await people.add_tag(principal.subject, body.tag))
@@ -84,7 +87,7 @@ async def add_tag(principal: PrincipalDep, body: TagRequest, people: PeopleDep) 
 
 @router.delete(
     "/users/me/tags", summary="Remove a tag (body `{tag}`)", response_model=TagsResponse,
-    responses=ME_ERRORS,
+    responses=WITH_BODY,
 )  # fmt: skip
 async def remove_tag(principal: PrincipalDep, body: TagRequest, people: PeopleDep) -> TagsResponse:
     return TagsResponse(tags=await people.remove_tag(principal.subject, body.tag))
@@ -112,8 +115,8 @@ async def get_profile(request: Request, principal: PrincipalDep) -> dict[str, An
     return {
         **claims,
         "name": record.get("name") or claims["name"],
-        "age": record.get("age") or (profile.age if profile else None),
-        "location": record.get("location") or (profile.location if profile else None),
+        "age": _first(record.get("age"), profile.age if profile else None),
+        "location": _first(record.get("location"), profile.location if profile else None),
         "personality_traits": record.get("personality_traits") or traits,
         "user_image_path": photo,
     }
@@ -201,7 +204,7 @@ async def erase_me(principal: PrincipalDep, people: PeopleDep) -> Response:
     summary="An image of a keepsake (a signed URL, or the owner's token)",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        200: {"content": IMAGE_CONTENT, "description": "The image"},
         **error_responses(401, 404, 422, 500, 503),
     },
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from app.container import Replacements
 from app.main import create_app
 from app.settings import Settings
 from tests.support.brains import TestBrains
+from tests.support.jwks import Issuer, JwksServer, jwks_server
 from tests.support.services import unavailable
 
 STACKS = ["file-disk", "redis-s3"]
@@ -91,3 +92,15 @@ async def local_api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIter
     """A client over file+disk only (for behaviour that does not depend on the stores)."""
     async for client in open_client(stack_settings("file-disk", tmp_path, request)):
         yield client
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[JwksServer]:
+    """A real JWKS endpoint on a loopback port for the module's sign-in tests."""
+    with jwks_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def issuer(jwks: JwksServer) -> Issuer:
+    return Issuer(jwks.keys[0])

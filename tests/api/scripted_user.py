@@ -12,3 +12,11 @@ SCRIPT: tuple[str, ...] = (
     "よろしくお願いします。",
     "ありがとうございます。",
 )
+
+# The family talk that reaches an agreed plan with the offline brain (three turns: a place,
+# what to do there, yes).
+FAMILY_AGREEING: tuple[str, ...] = (
+    "沖縄に行きたいな！",
+    "海で泳いだり、水族館に行ったりしたい！",
+    "いいね、そうしよう！",
+)

@@ -19,7 +19,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -36,7 +36,7 @@ from tests.api.conftest import STACKS, ApiClient, stack_settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
 from tests.support.api import assert_json_error
-from tests.support.jwks import Issuer, JwksServer, SigningKey, auth_settings, jwks_server, new_key
+from tests.support.jwks import Issuer, JwksServer, SigningKey, auth_settings, new_key
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -187,12 +187,6 @@ async def advance(api: ApiClient, sid: str, headers: dict[str, str], stage: str)
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[JwksServer]:
-    with jwks_server() as server:
-        yield server
-
-
 @pytest.fixture(scope="module")
 def tokens(jwks: JwksServer) -> Tokens:
     return Tokens(Issuer(jwks.keys[0]), new_key("EC", kid="never-published"))

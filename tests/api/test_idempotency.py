@@ -26,13 +26,13 @@ from PIL import Image
 from app.repositories.base import Changes, JSONDict, SessionRepository, session_blob_prefix
 from tests.api.conftest import STACKS, ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
-from tests.api.scripted_user import SCRIPT
+from tests.api.scripted_user import FAMILY_AGREEING, SCRIPT
 from tests.support.api import assert_json_error, new_session
 from tests.support.fake_gemini import FakeGemini, error_body, image_body, json_text_body
 from tests.support.polling import eventually
 
 INTERVIEW = SCRIPT[:6]  # these answers complete the offline profile
-FAMILY = ("沖縄に行きたいな！", "海で泳いだり、水族館に行ったりしたい！", "いいね、そうしよう！")
+FAMILY = FAMILY_AGREEING
 # What the Gemini interview brain extracts in one turn to complete the profile.
 COMPLETE_PROFILE = {
     "age": 32, "gender": "女性", "relationship_status": "single", "location": "東京",

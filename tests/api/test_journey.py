@@ -15,14 +15,9 @@ from app.repositories.base import read_all
 from app.schemas import FamilyStatus, InterviewStatus
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
-from tests.api.scripted_user import SCRIPT
+from tests.api.scripted_user import FAMILY_AGREEING, SCRIPT
 
-FAMILY_SCRIPT = (
-    "こんにちは！みんなで旅行に行きたいね。",
-    "沖縄に行きたいな！",
-    "海で泳いだり、水族館に行ったりしたい！",
-    "いいね、そうしよう！",
-)
+FAMILY_SCRIPT = ("こんにちは！みんなで旅行に行きたいね。", *FAMILY_AGREEING)
 
 
 async def shaped(api: ApiClient, path: str, model: type[BaseModel]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -25,7 +25,7 @@ from tests.api.accounts import create, ok, running, store_writes, upload_photo
 from tests.api.conftest import STACKS, ApiClient, stack_settings
 from tests.api.scripted_user import SCRIPT
 from tests.support.api import assert_json_error
-from tests.support.jwks import SIGNING_KEY, Issuer, JwksServer, auth_settings, jwks_server
+from tests.support.jwks import SIGNING_KEY, Issuer, JwksServer, auth_settings
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -50,15 +50,6 @@ def signer(*, shift: float = 0.0, key: str = SIGNING_KEY, ttl: int = 600) -> Url
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[JwksServer]:
-    with jwks_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def issuer(jwks: JwksServer) -> Issuer:
-    return Issuer(jwks.keys[0])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=STACKS)

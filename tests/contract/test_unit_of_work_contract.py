@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +18,7 @@ from app.repositories.base import (
     new_session_id,
 )
 from tests.conftest import SessionFactory
+from tests.support.redis_support import namespace_keys
 from tests.support.stores import StoreSpec
 
 USER = {"speaker": "user", "message": "32歳です"}
@@ -177,6 +179,9 @@ async def test_create_once_races_make_one_session(
     ids = [i async for i in repos[0].iter_ids()]
     assert ids.count(results[0][0].session_id) == 1
     assert len(ids) == 1  # the losers' sessions are gone
+    # ... and deleting them forgot nothing of the winner's key.
+    again, earlier = await repos[-1].create_once(request_key="req-race", fingerprint="fp")
+    assert again.session_id == results[0][0].session_id and earlier == "fp"
 
 
 async def test_create_once_after_its_session_is_gone_makes_a_new_one(
@@ -187,6 +192,46 @@ async def test_create_once_after_its_session_is_gone_makes_a_new_one(
     second, earlier = await sessions.create_once(request_key="req-c", fingerprint="fp")
     assert second.session_id != first.session_id and earlier is None
     assert await sessions.exists(session_id=second.session_id)
+
+
+def _tree_text(root: Path) -> str:
+    return "\n".join(
+        f"{path}\n{path.read_bytes().decode(errors='replace') if path.is_file() else ''}"
+        for path in sorted(root.rglob("*"))
+    )
+
+
+async def stored_text(spec: StoreSpec, sessions: SessionRepository) -> str:
+    """Everything the store holds, as text to search (file tree, Redis namespace, memory)."""
+    if spec.kind == "file":
+        return await asyncio.to_thread(_tree_text, Path(spec.params["root"]))
+    if spec.kind in ("redis", "fakeredis"):
+        client: Any = cast(Any, sessions)._client
+        parts = []
+        for key in await namespace_keys(client, spec.params.get("namespace", "hera-test")):
+            kind = (await client.type(key)).decode()
+            if kind == "string":
+                parts.append(f"{key!r} {await client.get(key)!r}")
+            elif kind == "hash":
+                parts.append(f"{key!r} {await client.hgetall(key)!r}")
+            elif kind == "list":
+                parts.append(f"{key!r} {await client.lrange(key, 0, -1)!r}")
+            else:
+                parts.append(f"{key!r} {kind}")
+        return "\n".join(parts)
+    return repr(vars(sessions))
+
+
+async def test_deleting_a_session_forgets_the_request_key_that_made_it(
+    session_spec: StoreSpec, sessions: SessionRepository
+) -> None:
+    kept, _ = await sessions.create_once(request_key="req-kept", fingerprint="fp")
+    gone, _ = await sessions.create_once(request_key="req-gone", fingerprint="fp")
+    assert gone.session_id in await stored_text(session_spec, sessions)
+    assert await sessions.delete(session_id=gone.session_id)
+    assert gone.session_id not in await stored_text(session_spec, sessions)
+    again, earlier = await sessions.create_once(request_key="req-kept", fingerprint="fp")
+    assert again.session_id == kept.session_id and earlier == "fp"
 
 
 @pytest.mark.parametrize("key", ["", "a" * 65, "a b", "鍵", "../x", "a/b", "a:b"])

@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.images import jpeg_photo
 from tests.reliability._servers import hera_servers, server_env
-from tests.support.jwks import AUDIENCE, ISSUER, SIGNING_KEY, Issuer, jwks_server
+from tests.support.jwks import Issuer, auth_env, jwks_server
 from tests.support.polling import entered_in_thread
 
 pytestmark = pytest.mark.slow
@@ -22,11 +22,7 @@ async def test_a_url_signed_by_one_worker_loads_from_another_and_only_its_owner_
     with jwks_server() as jwks:
         env = server_env(
             HERA_DATA_DIR=str(tmp_path / "data"),
-            AUTH_MODE="optional",
-            AUTH_ISSUER=ISSUER,
-            AUTH_AUDIENCE=AUDIENCE,
-            AUTH_JWKS_URL=jwks.url,
-            URL_SIGNING_KEY=SIGNING_KEY,
+            **auth_env(jwks),
         )
         issuer = Issuer(jwks.keys[0])
         owner, other = issuer.bearer("owner-1"), issuer.bearer("someone-else")

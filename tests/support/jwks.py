@@ -168,3 +168,8 @@ def auth_settings(server: JwksServer, **extra: Any) -> dict[str, Any]:
         "url_signing_key": SIGNING_KEY,
         **extra,
     }
+
+
+def auth_env(server: JwksServer) -> dict[str, str]:
+    """The same, as the environment of a server process."""
+    return {name.upper(): str(value) for name, value in auth_settings(server).items()}
