@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -402,3 +403,34 @@ async def test_an_interview_turn_costs_four_round_trips_and_a_replay_three(
         again = await hera.handle_message(sid, "32歳の女性です。", request)
     assert [name for name, _ in replay] == ["SET", "EVALSHA", "EVALSHA"]  # nothing written
     assert again == first
+
+
+async def test_a_persons_keys_share_their_own_hash_tag_and_never_expire(
+    url: str, client: redis.asyncio.Redis
+) -> None:
+    from app.repositories.redis_users import RedisUserRepository
+    from app.repositories.users import owner_key
+
+    namespace = f"hera-users-{uuid.uuid4().hex[:12]}"
+    users = RedisUserRepository(client=create_redis_client(url), namespace=namespace)
+    owner, sid = owner_key("someone"), str(uuid.uuid4())
+    try:
+        await users.update(owner_key=owner, fields={"name": "花子"})
+        await users.add_tag(owner_key=owner, tag="旅行")
+        for index in ("sessions", "keepsakes"):
+            await users.index_add(
+                owner_key=owner, index=index, item_id=sid, at=datetime(2026, 12, 1, tzinfo=UTC)
+            )
+        keys = sorted(k.decode() for k in await namespace_keys(client, namespace))
+        base = f"{namespace}:user:{{{owner}}}"
+        assert keys == sorted(
+            f"{base}:{part}" for part in ("record", "tags", "idx:sessions", "idx:keepsakes")
+        )
+        assert [await client.ttl(k) for k in keys] == [-1] * 4  # no TTL: the durable tier
+        # The hash tag is the owner key alone: never a session's slot, whatever the ids.
+        assert all(re.findall(r"\{([^}]*)\}", k) == [owner] for k in keys)
+        assert await users.delete(owner_key=owner)
+        assert await namespace_keys(client, namespace) == []
+    finally:
+        await users.aclose()
+        await cleanup_namespace(url, namespace)
