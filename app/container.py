@@ -22,6 +22,7 @@ from app.agents.images import ImageAgent
 from app.agents.keepsakes import KeepsakeAgent
 from app.agents.lifecycle import SessionLifecycle
 from app.agents.people import PeopleAgent
+from app.agents.streams import TurnTasks
 from app.agents.turns import QUOTA_NAMES, Quotas
 from app.auth.jwks import JwksCache
 from app.auth.tokens import TokenVerifier
@@ -78,6 +79,7 @@ class Services:
     users: UserRepository
     keepsakes: KeepsakeAgent
     people: PeopleAgent
+    turn_tasks: TurnTasks  # streamed turns, each ending whole whatever its client does
 
 
 async def build_session_repository(
@@ -246,6 +248,8 @@ async def build_services(
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})
     lifecycle = SessionLifecycle(sessions=sessions, blobs=blobs, users=users)
     limit = settings.max_message_chars
+    turn_tasks = TurnTasks()
+    stack.push_async_callback(turn_tasks.aclose)  # before the stores close (LIFO)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -276,4 +280,5 @@ async def build_services(
             lifecycle=lifecycle,
             session_ttl=settings.session_ttl,
         ),
+        turn_tasks=turn_tasks,
     )

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_max_concurrency: int = Field(200, gt=0)
     llm_max_queue: int = Field(200, ge=0)
+    # streamed replies: a keep-alive comment after this many silent seconds
+    sse_keepalive_seconds: float = Field(15.0, gt=0, le=300)
 
     # limits: requests per client (the `limits` notation; empty = no limit) and per session
     rate_limits: Literal["on", "off"] = "on"

@@ -6,6 +6,7 @@ Adapters live in `app/brains/` (`offline/`: deterministic Japanese rules, no net
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -13,6 +14,12 @@ from app.domain.family import Persona, TripInfo, TripPlan
 from app.domain.profile import Child, Profile
 
 JSONDict = dict[str, Any]
+
+# Streaming: a brain given a sink hands it the text as the model writes it, piece by piece,
+# and still returns the whole answer, which alone is validated and stored. A sink must not
+# block (it only queues); the pieces of one text, joined, are that text as the brain read it.
+TextSink = Callable[[str], None]  # the next piece of one text (a reply, a story, a letter)
+LineSink = Callable[[str, str], None]  # (member's name, the next piece of their line)
 
 
 class BrainError(Exception):
@@ -72,8 +79,10 @@ class InterviewBrain(Protocol):
         history: list[JSONDict],
         message: str,
         missing_fields: list[str],
+        on_reply: TextSink | None = None,
     ) -> InterviewTurn:
-        """Reply to `message` as Hera and extract profile fields from it (one model call)."""
+        """Reply to `message` as Hera and extract profile fields from it (one model call);
+        the reply's pieces go to `on_reply` as they are written."""
         ...
 
 
@@ -92,14 +101,25 @@ class FamilyBrain(Protocol):
         trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
+        on_line: LineSink | None = None,
     ) -> FamilyTurn: ...
 
     async def write_story(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str: ...
 
     async def write_letter(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str: ...
 
 

@@ -15,6 +15,7 @@ from typing import Final
 from app.agents.access import GUEST, Caller
 from app.agents.brains import BrainError, FamilyBrain
 from app.agents.errors import InterviewIncomplete
+from app.agents.streams import TurnStream
 from app.agents.turns import ChatAgent, RequestKey, clean_message, history_entry, open_turn
 from app.domain.family import Persona, Plan, TripInfo, TripPlan
 from app.domain.personas import build_personas
@@ -146,7 +147,10 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
         message: str,
         request: RequestKey | None = None,
         caller: Caller = GUEST,
+        stream: TurnStream | None = None,
     ) -> FamilyTurnResult:
+        """One family turn; with `stream`, each member's line (and on the agreeing turn the
+        story and the letter) go there piece by piece as they are written."""
         text = clean_message(message, self._max_chars)
         async with open_turn(
             self._sessions,
@@ -168,11 +172,16 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
             partner = view.personas[0]
             changes = Changes().update("family", start) if start else Changes()
             if view.plan is not None:  # the plan is agreed: nothing changes now
+                if stream is not None:
+                    stream.say(partner.name, CLOSING_REPLY, role=partner.role)
                 result = FamilyTurnResult([_entry(partner, CLOSING_REPLY)], view)
                 await turn.commit(changes, result.record())
                 return result
             changes.update("state", self._quotas.spend(snap.doc("state"), "family_messages"))
             pending = view.proposal
+            if stream is not None:
+                stream.begin()
+            roles = {p.name: p.role for p in view.personas}
             answer = await self._brain.family_turn(
                 profile=profile,
                 personas=view.personas,
@@ -180,6 +189,7 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
                 trip_info=view.trip_info,
                 message=text,
                 proposal_pending=pending is not None,
+                on_line=stream.line_sink(roles) if stream is not None else None,
             )
             by_name = {p.name: p for p in view.personas}
             lines = [
@@ -192,12 +202,14 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
             # Only a proposal made in an earlier turn can be answered, and only by the user.
             reply_to_plan = answer.proposal_answer if pending is not None else None
             if pending is not None and reply_to_plan == "accept":
-                plan = await self._finish(profile, view.personas, pending)
+                plan = await self._finish(profile, view.personas, pending, stream)
                 updates.update(plan=plan.stored(), proposal=None)
             elif pending is not None and reply_to_plan == "decline":
                 updates.update(proposal=None, declined=pending.key())
             elif pending is None and (proposal := trip.ready(family.get("declined"))):
                 lines.append(_entry(partner, proposal_text(proposal)))
+                if stream is not None:  # the partner's proposal: a line of its own
+                    stream.say(partner.name, proposal_text(proposal), role=partner.role)
                 updates["proposal"] = proposal.stored()
             user = history_entry("user", text, role="user")
             changes.append("family_history", [user, *lines]).update("family", updates)
@@ -206,11 +218,28 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
             await turn.commit(changes, result.record())
         return result
 
-    async def _finish(self, profile: Profile, personas: list[Persona], proposal: TripPlan) -> Plan:
-        """Story and letter side by side; a failed one gets a simpler text, never nothing."""
+    async def _finish(
+        self,
+        profile: Profile,
+        personas: list[Persona],
+        proposal: TripPlan,
+        stream: TurnStream | None,
+    ) -> Plan:
+        """Story and letter side by side; a failed one gets a simpler text, never nothing
+        (a streamed one's pieces are then replaced by the `done` event's whole text)."""
         story, letter = await asyncio.gather(
-            self._brain.write_story(profile=profile, personas=personas, plan=proposal),
-            self._brain.write_letter(profile=profile, personas=personas, plan=proposal),
+            self._brain.write_story(
+                profile=profile,
+                personas=personas,
+                plan=proposal,
+                on_text=stream.text_sink("story") if stream is not None else None,
+            ),
+            self._brain.write_letter(
+                profile=profile,
+                personas=personas,
+                plan=proposal,
+                on_text=stream.text_sink("letter") if stream is not None else None,
+            ),
             return_exceptions=True,
         )
         for result in (story, letter):

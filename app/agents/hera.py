@@ -13,6 +13,7 @@ from app.agents.access import GUEST, Caller
 from app.agents.brains import InterviewBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.family import family_start_fields
+from app.agents.streams import TurnStream
 from app.agents.turns import (
     ChatAgent,
     RequestKey,
@@ -105,7 +106,9 @@ class HeraAgent(ChatAgent[InterviewBrain]):
         message: str,
         request: RequestKey | None = None,
         caller: Caller = GUEST,
+        stream: TurnStream | None = None,
     ) -> TurnResult:
+        """One interview turn; with `stream`, the reply's pieces go there as Hera writes."""
         text = clean_message(message, self._max_chars)
         async with open_turn(
             self._sessions,
@@ -119,11 +122,14 @@ class HeraAgent(ChatAgent[InterviewBrain]):
             if (earlier := turn.earlier()) is not None:
                 return TurnResult.from_record(earlier, before.history)
             usage = self._quotas.spend(turn.snapshot.doc("state"), "interview_messages")
+            if stream is not None:
+                stream.begin()
             reply = await self._brain.interview_turn(
                 profile=before.profile,
                 history=before.history,
                 message=text,
                 missing_fields=before.missing,
+                on_reply=stream.reply_sink("hera") if stream is not None else None,
             )
             profile, changed = before.profile.merge(Profile.from_untrusted(reply.extracted))
             added = [history_entry("user", text), history_entry("hera", reply.reply)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.agents.family import FamilyView
+from app.agents.family import FamilyTurnResult, FamilyView
+from app.agents.streams import TurnStream
 from app.agents.turns import RequestKey
 from app.deps import (
     CallerDep,
@@ -19,6 +20,7 @@ from app.deps import (
 from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
 from app.routers.sessions import NOT_FOUND
+from app.routers.streaming import event_stream_doc, stream_turn, wants_events
 from app.schemas import (
     BODY_ERRORS,
     LIMIT_ERRORS,
@@ -61,34 +63,51 @@ async def family_status(
     return ShapedJSON(_body(await family.status(session_id, caller)))
 
 
+def _message_body(result: FamilyTurnResult) -> dict[str, Any]:
+    return {"reply": result.reply, **_body(result.view)}
+
+
 @router.post(
     "/messages",
     summary="Talk with the future family",
+    description="With `Accept: text/event-stream` the members' lines (and on the agreeing "
+    "turn the story and the letter) stream as server-sent events (`delta`, `story`, "
+    "`letter`, then `done` with this route's JSON body, or `error`).",
     response_model=FamilyMessageResponse,
-    responses=error_responses(
-        *SESSION_ERRORS,
-        *BODY_ERRORS,
-        *LLM_ERRORS,
-        *LIMIT_ERRORS,
-        descriptions={
-            409: "The interview is incomplete (`interview_incomplete`, with `missing_fields`), "
-            "or another turn is running (`session_busy`, `request_in_progress`)"
-        },
-        models={409: ConflictResponse},
-    ),
+    responses={
+        **event_stream_doc("The family's reply and the conversation's state"),
+        **error_responses(
+            *SESSION_ERRORS,
+            *BODY_ERRORS,
+            *LLM_ERRORS,
+            *LIMIT_ERRORS,
+            descriptions={
+                409: "The interview is incomplete (`interview_incomplete`, with `missing_fields`), "
+                "or another turn is running (`session_busy`, `request_in_progress`)"
+            },
+            models={409: ConflictResponse},
+        ),
+    },
     dependencies=[rate_limit("turns")],
 )
 async def family_message(
+    request: Request,
     session_id: SessionIdDep,
     body: MessageRequest,
     family: FamilyDep,
     key: IdempotencyKeyDep,
     caller: CallerDep,
     keepsakes: KeepsakesDep,
-) -> dict[str, Any]:
-    request = RequestKey.of(key, "family_message", body.message)
-    result = await family.handle_message(session_id, body.message, request, caller)
-    if result.agreed and caller.owner_id is not None:
-        # What the person keeps of the plan (a retry of this turn writes it again).
-        await keepsakes.keep(session_id, caller.owner_id)
-    return {"reply": result.reply, **_body(result.view)}
+) -> Any:
+    turn_key = RequestKey.of(key, "family_message", body.message)
+
+    async def turn(stream: TurnStream | None = None) -> FamilyTurnResult:
+        result = await family.handle_message(session_id, body.message, turn_key, caller, stream)
+        if result.agreed and caller.owner_id is not None:
+            # What the person keeps of the plan (a retry of this turn writes it again).
+            await keepsakes.keep(session_id, caller.owner_id)
+        return result
+
+    if wants_events(request):
+        return await stream_turn(request, turn, _message_body, FamilyMessageResponse)
+    return _message_body(await turn())

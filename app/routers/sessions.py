@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.agents.access import Caller
-from app.agents.hera import COMPLETION_MESSAGE, InterviewView
+from app.agents.hera import COMPLETION_MESSAGE, InterviewView, TurnResult
+from app.agents.streams import TurnStream
 from app.agents.turns import RequestKey
 from app.deps import (
     CallerDep,
@@ -22,6 +23,7 @@ from app.deps import (
 )
 from app.routers.bodies import LimitedRoute
 from app.routers.responses import ShapedJSON
+from app.routers.streaming import event_stream_doc, stream_turn, wants_events
 from app.routers.urls import image_url
 from app.schemas import (
     BODY_ERRORS,
@@ -106,22 +108,7 @@ async def delete_session(
     return Response(status_code=204)
 
 
-@router.post(
-    "/{session_id}/messages",
-    summary="Send a message to Hera",
-    response_model=MessageResponse,
-    responses=TURN_ERRORS,
-    dependencies=[rate_limit("turns")],
-)
-async def send_message(
-    session_id: SessionIdDep,
-    body: MessageRequest,
-    hera: HeraDep,
-    key: IdempotencyKeyDep,
-    caller: CallerDep,
-) -> dict[str, Any]:
-    request = RequestKey.of(key, "interview_message", body.message)
-    result = await hera.handle_message(session_id, body.message, request, caller)
+def _message_body(result: TurnResult) -> dict[str, Any]:
     return {
         "reply": result.reply,
         **_status_body(result.view),
@@ -129,6 +116,33 @@ async def send_message(
         "completion_message": result.completion_message,
         "last_extracted_fields": result.extracted_fields,
     }
+
+
+@router.post(
+    "/{session_id}/messages",
+    summary="Send a message to Hera",
+    description="With `Accept: text/event-stream` the reply streams as server-sent events "
+    "(`delta` pieces, then `done` with this route's JSON body, or `error`).",
+    response_model=MessageResponse,
+    responses={**TURN_ERRORS, **event_stream_doc("Hera's reply and the interview's state")},
+    dependencies=[rate_limit("turns")],
+)
+async def send_message(
+    request: Request,
+    session_id: SessionIdDep,
+    body: MessageRequest,
+    hera: HeraDep,
+    key: IdempotencyKeyDep,
+    caller: CallerDep,
+) -> Any:
+    turn_key = RequestKey.of(key, "interview_message", body.message)
+
+    async def turn(stream: TurnStream | None = None) -> TurnResult:
+        return await hera.handle_message(session_id, body.message, turn_key, caller, stream)
+
+    if wants_events(request):
+        return await stream_turn(request, turn, _message_body, MessageResponse)
+    return _message_body(await turn())
 
 
 @router.get(

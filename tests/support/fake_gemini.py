@@ -1,7 +1,9 @@
 """A fake Gemini REST server for tests and benchmarks, driven through the real google-genai SDK.
 
 It answers `POST /{api_version}/models/{model}:generateContent` (google-genai 3.x sends `v1` by
-default, older versions `v1beta`; any version is accepted) on a free loopback port. The aiohttp
+default, older versions `v1beta`; any version is accepted) and `:streamGenerateContent`
+(server-sent events: the same answer's text cut into pieces, sent at a steady pace after a
+first-piece delay, as a model writes) on a free loopback port. The aiohttp
 server runs on its own event loop in a daemon thread, so sync tests, async tests (on their own
 loops) and benchmarks with hundreds of concurrent requests can all use it; handlers are fully
 async, with no thread per request.
@@ -11,6 +13,10 @@ async, with no thread per request.
     fake.responder = lambda body: (200, json_text_body({...}))  # ... then the default responder
     fake.enqueue(200, image_body(png_bytes, "image/png"))  # an image-model answer
     fake.latency = 0.05                                  # server-side delay per request
+    fake.stream_first_delay, fake.stream_interval = 0.3, 0.025   # streaming: 300 ms, 40/s
+    fake.stream_piece_chars = 8                          # characters of answer text per piece
+    fake.stream_fail_after = 3                           # drop the stream after 3 pieces
+    fake.pieces                                          # (monotonic time, text) sent
     fake.hang = True                                     # never answer (until stop)
     fake.requests                                        # what was received
     fake.stop()
@@ -37,7 +43,9 @@ JSONDict = dict[str, Any]
 Body = JSONDict | str
 Responder = Callable[[JSONDict], tuple[int, Body]]
 
-_GENERATE_PATH = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):generateContent$")
+_GENERATE_PATH = re.compile(
+    r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+)
 _START_TIMEOUT_SECONDS = 10.0
 
 
@@ -135,6 +143,11 @@ class RecordedRequest:
         return match["model"] if match else None
 
     @property
+    def streamed(self) -> bool:
+        match = _GENERATE_PATH.match(self.path)
+        return bool(match and match["method"] == "streamGenerateContent")
+
+    @property
     def parts(self) -> list[JSONDict]:
         """Every part of every content of a generateContent request, in order."""
         contents = (self.json or {}).get("contents") or []
@@ -176,6 +189,11 @@ class FakeGemini:
         self.responder: Responder = default_responder
         self.latency: float = 0.0
         self.hang: bool = False
+        self.stream_first_delay: float = 0.0
+        self.stream_interval: float = 0.0
+        self.stream_piece_chars: int = 8
+        self.stream_fail_after: int | None = None
+        self._pieces: list[tuple[float, str]] = []
         self.base_url = ""
         self._cond = threading.Condition()
         self._queue: deque[tuple[int, Body]] = deque()
@@ -198,15 +216,25 @@ class FakeGemini:
         with self._cond:
             self._queue.clear()
             self._requests.clear()
+            self._pieces.clear()
             self._max_in_flight = self._in_flight
         self.responder = default_responder
         self.latency = 0.0
         self.hang = False
+        self.stream_first_delay = self.stream_interval = 0.0
+        self.stream_piece_chars = 8
+        self.stream_fail_after = None
 
     @property
     def requests(self) -> list[RecordedRequest]:
         with self._cond:
             return list(self._requests)
+
+    @property
+    def pieces(self) -> list[tuple[float, str]]:
+        """Every streamed piece sent: (time.monotonic() when written, its answer text)."""
+        with self._cond:
+            return list(self._pieces)
 
     @property
     def max_in_flight(self) -> int:
@@ -316,7 +344,7 @@ class FakeGemini:
             with self._cond:
                 self._in_flight -= 1
 
-    async def _answer(self, request: web.Request, record: RecordedRequest) -> web.Response:
+    async def _answer(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         if self.hang:
             assert self._released is not None
             await self._released.wait()
@@ -328,7 +356,46 @@ class FakeGemini:
         with self._cond:
             scripted = self._queue.popleft() if self._queue else None
         status, answer = scripted if scripted is not None else self.responder(record.json or {})
+        if record.streamed and status == 200 and isinstance(answer, dict):
+            return await self._stream(request, answer)
         return _respond(status, answer)
+
+    async def _stream(self, request: web.Request, answer: JSONDict) -> web.StreamResponse:
+        """The answer as a model streams it: its text in pieces, one event each, the finish
+        reason on the last; an answer without text (a block, an image) is one event."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunks = _stream_chunks(answer, max(1, self.stream_piece_chars))
+        await asyncio.sleep(self.stream_first_delay)
+        for index, (chunk, text) in enumerate(chunks):
+            if self.stream_fail_after is not None and index >= self.stream_fail_after:
+                assert request.transport is not None
+                request.transport.close()  # the connection drops mid-answer
+                return response
+            if index:
+                await asyncio.sleep(self.stream_interval)
+            data = json.dumps(chunk, ensure_ascii=False)
+            await response.write(f"data: {data}\r\n\r\n".encode())
+            with self._cond:
+                self._pieces.append((time.monotonic(), text))
+        await response.write_eof()
+        return response
+
+
+def _stream_chunks(answer: JSONDict, size: int) -> list[tuple[JSONDict, str]]:
+    candidates = answer.get("candidates") or []
+    parts = (candidates[0].get("content") or {}).get("parts") or [] if candidates else []
+    if len(parts) != 1 or "text" not in parts[0]:
+        return [(answer, "")]
+    text, finish = parts[0]["text"], candidates[0].get("finishReason")
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    chunks: list[tuple[JSONDict, str]] = []
+    for index, piece in enumerate(pieces):
+        candidate: JSONDict = {"content": {"role": "model", "parts": [{"text": piece}]}}
+        if index == len(pieces) - 1 and finish:
+            candidate["finishReason"] = finish
+        chunks.append(({"candidates": [candidate], "modelVersion": "fake-gemini"}, piece))
+    return chunks
 
 
 def _respond(status: int, body: Body) -> web.Response:

@@ -10,11 +10,13 @@ import json
 import logging
 import math
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, NotRequired, TypedDict, Unpack
+from typing import Any, Final, NotRequired, TypedDict, TypeVar, Unpack
 
 import aiohttp
 import httpx
+import jiter
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -23,6 +25,8 @@ from app.agents.brains import BrainError, BrainTimeout, GeneratedImage, JSONDict
 from app.brains.slots import ModelSlots
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+PartialSink = Callable[[Any], None]  # the answer's JSON so far (incomplete), as it grows
 
 _TRANSIENT_HTTP_CODES: Final = frozenset({429, 500, 502, 503, 504})
 # Normal ends; any other finish reason (SAFETY, IMAGE_SAFETY, NO_IMAGE ...) means unusable.
@@ -81,16 +85,56 @@ class GeminiCaller:
             raise ValueError("timeout_seconds must be > 0 and max_retries >= 0")
 
     async def generate_json(
-        self, *, purpose: str, system: str, contents: types.ContentListUnion, schema: JSONDict
+        self,
+        *,
+        purpose: str,
+        system: str,
+        contents: types.ContentListUnion,
+        schema: JSONDict,
+        on_partial: PartialSink | None = None,
     ) -> JSONDict:
-        """One structured-output call; returns the answer's JSON object."""
+        """One structured-output call; returns the answer's JSON object.
+
+        With `on_partial` the answer is streamed: each time more of it arrives, the JSON
+        read so far (an incomplete object, its last string cut where the text ends) goes to
+        `on_partial`. Only the complete answer is returned, and only it is to be trusted. A
+        stream that fails after its first piece is not retried (what was shown cannot be
+        taken back): it is a BrainError."""
         config = self._config(
             system_instruction=system,
             response_mime_type="application/json",
             # A plain JSON schema: response_schema chokes on dict-typed fields and $ref.
             response_json_schema=schema,
         )
-        return _parse_json_object(_response_text(await self._generate(purpose, contents, config)))
+        if on_partial is None:
+            response = await self._with_retries(
+                purpose,
+                lambda: self.client.aio.models.generate_content(
+                    model=self.model, contents=contents, config=config
+                ),
+            )
+            return _parse_json_object(_response_text(response))
+        began: list[bool] = []
+
+        async def attempt() -> str:
+            pieces: list[str] = []
+            stream = await self.client.aio.models.generate_content_stream(
+                model=self.model, contents=contents, config=config
+            )
+            async for chunk in stream:
+                if piece := _chunk_text(chunk):
+                    pieces.append(piece)
+                    began.append(True)
+                    if (partial := _partial_json("".join(pieces))) is not None:
+                        on_partial(partial)
+            text = "".join(pieces)
+            if not text.strip():
+                raise BrainError("Gemini returned an empty answer")
+            return text
+
+        return _parse_json_object(
+            await self._with_retries(purpose, attempt, may_retry=lambda: not began)
+        )
 
     async def generate_image(
         self, *, purpose: str, contents: types.ContentListUnion, aspect_ratio: str = "1:1"
@@ -100,7 +144,13 @@ class GeminiCaller:
             response_modalities=["IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=aspect_ratio),
         )
-        return _response_image(await self._generate(purpose, contents, config), self.model)
+        response = await self._with_retries(
+            purpose,
+            lambda: self.client.aio.models.generate_content(
+                model=self.model, contents=contents, config=config
+            ),
+        )
+        return _response_image(response, self.model)
 
     def _config(self, **fields: Any) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
@@ -112,25 +162,29 @@ class GeminiCaller:
             **fields,
         )
 
-    async def _generate(
-        self, purpose: str, contents: types.ContentListUnion, config: types.GenerateContentConfig
-    ) -> types.GenerateContentResponse:
+    async def _with_retries(
+        self,
+        purpose: str,
+        attempt_once: Callable[[], Awaitable[T]],
+        *,
+        may_retry: Callable[[], bool] = lambda: True,
+    ) -> T:
+        """One call in a model slot under the timeout; transient failures are tried again
+        (while `may_retry` says so) with jittered backoff."""
         attempts = 1 + self.max_retries
         for attempt in range(1, attempts + 1):
             try:
                 # Per attempt, not across the backoff sleeps, so retries do not starve others.
                 async with self.slots, asyncio.timeout(self.timeout_seconds):
-                    return await self.client.aio.models.generate_content(
-                        model=self.model, contents=contents, config=config
-                    )
-            except Overloaded:
-                raise  # shed at once: no retry, no BrainError
+                    return await attempt_once()
+            except (Overloaded, BrainError):
+                raise  # shed at once, or an answer that is unusable: no retry
             except Exception as exc:
                 # The server's message may quote the prompt, so it stays at DEBUG.
                 logger.debug("gemini %s attempt %d failed: %r", purpose, attempt, exc)
                 if not _is_transient(exc):
                     raise BrainError(f"Gemini {purpose} call failed: {_describe(exc)}") from exc
-                if attempt == attempts:
+                if attempt == attempts or not may_retry():
                     if _is_timeout(exc):
                         raise BrainTimeout(
                             f"Gemini {purpose} call timed out after {self.timeout_seconds:g} s "
@@ -153,6 +207,33 @@ class GeminiCaller:
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class TextTail:
+    """Hands a sink only the new end of a text that grows as the answer streams in (leading
+    blanks dropped, as the whole answer's are)."""
+
+    __slots__ = ("_sent", "_sink")
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._sent = 0
+
+    def update(self, text: object) -> None:
+        if not isinstance(text, str):
+            return
+        text = text.lstrip()
+        if len(text) > self._sent:
+            self._sink(text[self._sent :])
+            self._sent = len(text)
+
+
+def field_tail(key: str, sink: Callable[[str], None] | None) -> PartialSink | None:
+    """A partial-answer sink streaming one string field of the answer object to `sink`."""
+    if sink is None:
+        return None
+    tail = TextTail(sink)
+    return lambda partial: tail.update(partial.get(key) if isinstance(partial, dict) else None)
 
 
 class GeminiOptions(TypedDict):
@@ -205,6 +286,25 @@ def _answer_parts(response: types.GenerateContentResponse, what: str) -> list[ty
         raise BrainError(f"Gemini stopped without a usable {what} (finish reason {reason})")
     parts = candidate.content.parts if candidate.content and candidate.content.parts else []
     return [part for part in parts if not part.thought]
+
+
+def _chunk_text(chunk: types.GenerateContentResponse) -> str:
+    """The text of one streamed piece; a block or an unusable finish reason (which come on
+    a piece too) is a BrainError at once."""
+    if not chunk.candidates and (
+        chunk.prompt_feedback is None or not chunk.prompt_feedback.block_reason
+    ):
+        return ""  # a piece with only usage metadata
+    return "".join(part.text for part in _answer_parts(chunk, "answer") if part.text)
+
+
+def _partial_json(text: str) -> Any:
+    """The JSON value an incomplete answer holds so far (its last string cut where the text
+    ends), or None while not even that can be read."""
+    try:
+        return jiter.from_json(text.encode(), partial_mode="trailing-strings")
+    except ValueError:
+        return None
 
 
 def _response_text(response: types.GenerateContentResponse) -> str:

@@ -10,8 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
-from app.agents.brains import BrainError, FamilyLine, FamilyTurn, JSONDict
-from app.brains.gemini.caller import GeminiBrainBase, prompt_sections, recent_history
+from app.agents.brains import BrainError, FamilyLine, FamilyTurn, JSONDict, LineSink, TextSink
+from app.brains.gemini.caller import (
+    GeminiBrainBase,
+    TextTail,
+    field_tail,
+    prompt_sections,
+    recent_history,
+)
 from app.domain.family import Persona, TripInfo, TripPlan
 from app.domain.profile import Profile
 
@@ -38,6 +44,7 @@ class GeminiFamilyBrain(GeminiBrainBase):
         trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
+        on_line: LineSink | None = None,
     ) -> FamilyTurn:
         names = _names(personas)
         if not names:
@@ -69,6 +76,7 @@ class GeminiFamilyBrain(GeminiBrainBase):
             system=_FAMILY_SYSTEM,
             contents=prompt,
             schema=_turn_schema([name for name, _ in names]),
+            on_partial=_LineTails(personas, on_line).update if on_line else None,
         )
         return FamilyTurn(
             lines=_family_lines(data.get("lines"), personas),
@@ -77,14 +85,24 @@ class GeminiFamilyBrain(GeminiBrainBase):
         )
 
     async def write_story(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str:
-        return await self._write("story", _STORY_SYSTEM, profile, personas, plan)
+        return await self._write("story", _STORY_SYSTEM, profile, personas, plan, on_text)
 
     async def write_letter(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str:
-        return await self._write("letter", _LETTER_SYSTEM, profile, personas, plan)
+        return await self._write("letter", _LETTER_SYSTEM, profile, personas, plan, on_text)
 
     async def _write(
         self,
@@ -93,6 +111,7 @@ class GeminiFamilyBrain(GeminiBrainBase):
         profile: Profile,
         personas: list[Persona],
         plan: TripPlan,
+        on_text: TextSink | None,
     ) -> str:
         prompt = prompt_sections(
             {
@@ -107,7 +126,11 @@ class GeminiFamilyBrain(GeminiBrainBase):
             "required": [key],
         }
         data = await self._caller.generate_json(
-            purpose=key, system=system, contents=prompt, schema=schema
+            purpose=key,
+            system=system,
+            contents=prompt,
+            schema=schema,
+            on_partial=field_tail(key, on_text),
         )
         text = data.get(key)
         if not isinstance(text, str) or not text.strip():
@@ -116,14 +139,49 @@ class GeminiFamilyBrain(GeminiBrainBase):
 
 
 # ------------------------------------------------------------------------------ answers
-def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
-    """One line per persona that spoke, in persona order; unknown speakers are dropped."""
+def _speaker_names(personas: list[Persona]) -> dict[str, str]:
+    """What a model may write as `speaker` -> the member's name: the name, or a role that
+    only one member has (妻, 息子)."""
     names = [name for name, _ in _names(personas)]
     roles = [p.role.strip() for _, p in _names(personas)]
-    # A model may write a member's role (妻, 息子) instead of the name; only unique roles count.
     by_role = {
         role: name for role, name in zip(roles, names, strict=True) if roles.count(role) == 1
     }
+    return {**by_role, **{name: name for name in names}}
+
+
+class _LineTails:
+    """Streams the family's lines from the partial answer: each member's first line, piece
+    by piece, once its speaker is known (the `message` key follows a complete `speaker`)."""
+
+    def __init__(self, personas: list[Persona], sink: LineSink) -> None:
+        self._known = _speaker_names(personas)
+        self._sink = sink
+        self._tails: dict[int, TextTail | None] = {}  # line index -> its stream, or ignored
+        self._speaking: set[str] = set()
+
+    def update(self, partial: Any) -> None:
+        lines = partial.get("lines") if isinstance(partial, dict) else None
+        for index, item in enumerate(lines if isinstance(lines, list) else []):
+            if not isinstance(item, dict) or "message" not in item:
+                continue
+            if index not in self._tails:
+                self._tails[index] = self._tail_for(item.get("speaker"))
+            if (tail := self._tails[index]) is not None:
+                tail.update(item.get("message"))
+
+    def _tail_for(self, speaker: Any) -> TextTail | None:
+        name = self._known.get(speaker.strip()) if isinstance(speaker, str) else None
+        if name is None or name in self._speaking:
+            return None  # not a member, or a member's second line: the answer drops both
+        self._speaking.add(name)
+        return TextTail(lambda piece: self._sink(name, piece))
+
+
+def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
+    """One line per persona that spoke, in persona order; unknown speakers are dropped."""
+    names = [name for name, _ in _names(personas)]
+    known = _speaker_names(personas)
     spoken: dict[str, str] = {}
     for item in raw if isinstance(raw, list) else []:
         if not isinstance(item, dict):
@@ -131,7 +189,7 @@ def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
         speaker, message = item.get("speaker"), item.get("message")
         if not isinstance(speaker, str) or not isinstance(message, str) or not message.strip():
             continue
-        name = speaker.strip() if speaker.strip() in names else by_role.get(speaker.strip())
+        name = known.get(speaker.strip())
         if name is not None:
             spoken.setdefault(name, message.strip())
     lines = [FamilyLine(speaker=name, message=spoken[name]) for name in names if name in spoken]

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from app.agents.brains import BrainError, InterviewTurn, JSONDict
-from app.brains.gemini.caller import GeminiBrainBase, prompt_sections, recent_history
+from app.agents.brains import BrainError, InterviewTurn, JSONDict, TextSink
+from app.brains.gemini.caller import (
+    GeminiBrainBase,
+    field_tail,
+    prompt_sections,
+    recent_history,
+)
 from app.brains.gemini.schema import response_schema
 from app.domain.profile import Profile
 
@@ -21,12 +26,14 @@ class GeminiInterviewBrain(GeminiBrainBase):
         history: list[JSONDict],
         message: str,
         missing_fields: list[str],
+        on_reply: TextSink | None = None,
     ) -> InterviewTurn:
         data = await self._caller.generate_json(
             purpose="interview",
             system=_HERA_SYSTEM,
             contents=_interview_prompt(profile, history, message, missing_fields),
             schema=_interview_schema(),
+            on_partial=field_tail("reply", on_reply),
         )
         reply = data.get("reply")
         if not isinstance(reply, str) or not reply.strip():
@@ -103,7 +110,8 @@ def _interview_prompt(
 
 
 def _interview_schema() -> JSONDict:
-    """The reply, and the profile fields found in the message: the domain's `Profile`."""
+    """The reply, and the profile fields found in the message: the domain's `Profile`. The
+    reply comes first (the model writes keys in the schema's order), so it streams first."""
     return {
         "type": "object",
         "properties": {"reply": {"type": "string"}, "extracted": response_schema(Profile)},

@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from app.agents.brains import FamilyLine, FamilyTurn, JSONDict
+from app.agents.brains import FamilyLine, FamilyTurn, JSONDict, LineSink, TextSink
 from app.brains.offline import family_lexicon as fx
 from app.brains.offline.interview_lexicon import normalise
+from app.brains.pieces import stream_line, stream_text
 from app.domain.family import Persona, TripInfo, TripPlan
 from app.domain.profile import Profile
 
@@ -381,6 +382,7 @@ class OfflineFamilyBrain:
         trip_info: TripInfo,
         message: str,
         proposal_pending: bool,
+        on_line: LineSink | None = None,
     ) -> FamilyTurn:
         added = extract_trip(message, known=trip_info, names=[p.name for p in personas])
         answer = classify_answer(message, trip_info.destination) if proposal_pending else None
@@ -393,14 +395,30 @@ class OfflineFamilyBrain:
             acts=list(dict.fromkeys([*known, *added.get("activities", [])])),
         )
         lines = family_lines(profile, personas, len(history), message, at)
+        for line in lines:
+            await stream_line(line.speaker, line.message, on_line)
         return FamilyTurn(lines=lines, trip_info=added, proposal_answer=answer)
 
     async def write_story(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str:
-        return _write(story_pieces, STORY_RANGE, profile, personas, plan)
+        story = _write(story_pieces, STORY_RANGE, profile, personas, plan)
+        await stream_text(story, on_text)
+        return story
 
     async def write_letter(
-        self, *, profile: Profile, personas: list[Persona], plan: TripPlan
+        self,
+        *,
+        profile: Profile,
+        personas: list[Persona],
+        plan: TripPlan,
+        on_text: TextSink | None = None,
     ) -> str:
-        return _write(letter_pieces, LETTER_RANGE, profile, personas, plan)
+        letter = _write(letter_pieces, LETTER_RANGE, profile, personas, plan)
+        await stream_text(letter, on_text)
+        return letter

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from app.agents.brains import InterviewTurn, JSONDict
+from app.agents.brains import InterviewTurn, JSONDict, TextSink
 from app.brains.offline import interview_lexicon as lx
+from app.brains.pieces import stream_text
 from app.domain.profile import PARTNER_KEYS, Partner, Profile, partner_key, present
 
 Subject = Literal["user", "partner", "child"]
@@ -379,6 +380,7 @@ class OfflineInterviewBrain:
         history: list[JSONDict],
         message: str,
         missing_fields: list[str],
+        on_reply: TextSink | None = None,
     ) -> InterviewTurn:
         extracted = parse_message(
             message, profile=profile, topic=asked_topic(history, missing_fields)
@@ -391,4 +393,6 @@ class OfflineInterviewBrain:
         key = merged.partner_key
         named = dict.fromkeys(key if f in PARTNER_KEYS else f for f in missing_fields)
         remaining = [f for f in named if f in still] or still
-        return InterviewTurn(reply=compose_reply(extracted, merged, remaining), extracted=extracted)
+        reply = compose_reply(extracted, merged, remaining)
+        await stream_text(reply, on_reply)
+        return InterviewTurn(reply=reply, extracted=extracted)
