@@ -93,3 +93,28 @@ def test_the_production_env_example_names_exactly_what_compose_substitutes() -> 
     example = (ROOT / "deploy" / ".env.production.example").read_text().splitlines()
     names = {line.split("=", 1)[0] for line in example if line and not line.startswith("#")}
     assert names == substituted
+
+
+def _nginx_locations(text: str) -> dict[str, str]:
+    """`location <pattern> { ... }` blocks of nginx.conf: pattern -> body (no nesting)."""
+    return {
+        m["pattern"].strip(): m["body"]
+        for m in re.finditer(r"location\s+(?P<pattern>[^{]+)\{(?P<body>[^}]*)\}", text)
+    }
+
+
+def test_nginx_passes_streamed_chat_replies_unbuffered() -> None:
+    locations = _nginx_locations((ROOT / "deploy" / "nginx.conf").read_text())
+    streamed = [p for p in locations if p.startswith("~")]
+    assert len(streamed) == 1, locations
+    pattern = re.compile(streamed[0].removeprefix("~").strip())
+    sid = "0b6f1a52-3c1e-4b5e-9d3a-8f2e4c6a7b10"
+    for path in (f"/api/sessions/{sid}/messages", f"/api/sessions/{sid}/family/messages"):
+        assert pattern.search(path), path
+    for path in (f"/api/sessions/{sid}/status", f"/api/sessions/{sid}/photos/user", "/"):
+        assert not pattern.search(path), path
+    body = locations[streamed[0]]
+    assert re.search(r"^\s*proxy_buffering off;", body, re.M), body
+    assert "proxy_buffering" not in locations["/"]  # everything else keeps nginx's buffering
+    for directive in ("proxy_pass http://hera_api;", "proxy_http_version 1.1;"):
+        assert directive in body

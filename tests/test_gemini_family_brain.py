@@ -170,18 +170,19 @@ async def test_prompt_holds_history_trip_info_and_the_message_once_but_no_system
     assert "/secret/photo.png" not in str(request.json)
 
 
-async def test_lines_come_back_in_persona_order_whatever_order_the_model_used(
+async def test_lines_come_back_in_the_order_the_model_wrote_them(
     fake_gemini: FakeGemini, make_brain: BrainFactory
 ) -> None:
+    # The order a streamed turn showed them in: never reordered afterwards.
     spoken = [("さくら", "うみ!"), ("美咲", "いいわね。"), ("陽翔", "泳ぎたい!")]
     fake_gemini.enqueue(200, json_text_body(family_answer(spoken)))
 
     turn = await make_brain().family_turn(**TURN)
 
     assert turn.lines == [
+        FamilyLine(speaker="さくら", message="うみ!"),
         FamilyLine(speaker="美咲", message="いいわね。"),
         FamilyLine(speaker="陽翔", message="泳ぎたい!"),
-        FamilyLine(speaker="さくら", message="うみ!"),
     ]
     assert len(fake_gemini.requests) == 1
 

@@ -77,7 +77,7 @@ def api_server(data_dir: Path, **env_overrides: str) -> Iterator[str]:
         if key not in {"REDIS_URL", "SESSION_TYPE", "STORAGE_MODE", "GEMINI_API_KEY"}
         and key not in {"ALLOWED_ORIGINS", "CORS_ALLOW_CREDENTIALS"}
     }
-    env.update(HERA_DATA_DIR=str(data_dir), LLM_PROVIDER="offline", **env_overrides)
+    env.update({"HERA_DATA_DIR": str(data_dir), "LLM_PROVIDER": "offline", **env_overrides})
     base = f"http://127.0.0.1:{port}"
     log_path = data_dir / "server.log"
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
@@ -390,3 +390,88 @@ def test_a_ui_on_another_origin_works_only_when_that_origin_is_allowed(
         assert "access-control-allow-origin" not in refused.headers
         accepted = httpx.post(f"{allowed}/api/sessions", headers={"Origin": origin})
         assert accepted.headers["access-control-allow-origin"] == origin
+
+
+# ------------------------------------------------------------------ streaming
+STREAMED_REPLY = (
+    "ありがとうございます。32歳の女性で、今はおひとりなのですね。"
+    "これからあなたの未来の家族を一緒に思い描いていきましょう。どちらにお住まいですか？"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_streamed_reply_shows_as_it_is_written_and_a_broken_stream_falls_back_to_json(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Gemini (the fake, streaming a few characters every 80 ms) writes Hera's reply: the UI
+    shows the reply growing while the model is still writing, then the stored turn. A stream
+    that breaks off before `done` is sent again as JSON with the same Idempotency-Key."""
+    from playwright.sync_api import Route, expect
+
+    from tests.support.fake_gemini import json_text_body, start_fake_gemini
+
+    with start_fake_gemini() as fake:
+        fake.responder = lambda _: (
+            200,
+            json_text_body({"reply": STREAMED_REPLY, "extracted": {"age": 32}}),
+        )
+        fake.stream_first_delay, fake.stream_interval, fake.stream_piece_chars = 0.2, 0.08, 4
+        total = (
+            len(json.dumps({"reply": STREAMED_REPLY, "extracted": {"age": 32}}, ensure_ascii=False))
+            // 4
+            + 1
+        )
+        server_env = {
+            "LLM_PROVIDER": "gemini",
+            "GEMINI_API_KEY": "test-key",
+            "GEMINI_BASE_URL": fake.base_url,
+        }
+        with api_server(tmp_path / "api", **server_env) as base:
+            page = browser.new_page(locale="ja-JP")
+            page_errors = watch_page_errors(page)
+            page.goto(f"{base}/")
+            page.get_by_test_id("start-button").click()
+            expect(page.get_by_test_id("interview-view")).to_be_visible(timeout=TURN_MS)
+
+            page.get_by_test_id("interview-input").fill(SCRIPT[0])
+            page.get_by_test_id("interview-send").click()
+            growing = page.get_by_test_id("streaming-message")
+            expect(growing).to_be_visible(timeout=TURN_MS)
+            expect(growing.locator(".message__text")).to_contain_text("ありがとう")
+            # Shown while the model is still writing: the fake has pieces left to send, and
+            # the turn is not over (the send button waits for it).
+            assert len(fake.pieces) < total, (len(fake.pieces), total)
+            expect(page.get_by_test_id("interview-send")).to_be_disabled()
+            shown = growing.locator(".message__text").inner_text()
+            assert STREAMED_REPLY.startswith(shown) and shown != STREAMED_REPLY, shown
+
+            expect(growing).to_have_count(0, timeout=TURN_MS)  # `done`: the stored turn
+            hera = page.get_by_test_id("interview-log").locator(".message--hera")
+            expect(hera.last).to_contain_text(STREAMED_REPLY)
+            expect(page.get_by_test_id("interview-input")).to_have_value("")
+            assert len(fake.requests) == 1 and fake.requests[0].streamed
+
+            # A stream that breaks off after one piece: the UI asks again as plain JSON.
+            accepts: list[str] = []
+
+            def broken_stream(route: Route) -> None:
+                accept = route.request.headers.get("accept", "")
+                accepts.append(accept)
+                if "text/event-stream" not in accept:
+                    route.continue_()
+                    return
+                piece = {"speaker": "hera", "line": 0, "text": "ありが"}
+                body = f"event: delta\r\ndata: {json.dumps(piece, ensure_ascii=False)}\r\n\r\n"
+                route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+            page.route("**/messages", broken_stream)
+            send(page, "interview", SCRIPT[1])
+            assert ["text/event-stream" in a for a in accepts] == [True, False], accepts
+            expect(hera).to_have_count(2)  # one reply per stored turn: the JSON retry's too
+            expect(page.get_by_test_id("interview-log")).to_contain_text(SCRIPT[1])
+            expect(page.get_by_test_id("streaming-message")).to_have_count(0)
+            assert [r.streamed for r in fake.requests] == [True, False]
+            page.unroute("**/messages")
+            assert page_errors == []
+            page.close()

@@ -11,7 +11,7 @@ ended. An error before that is the same JSON error the route always answers (404
     event: done     data: <the JSON route's body>                 after the commit
     event: error    data: {"error", "code", ...}                  the JSON route's error
 
-with keep-alive comments while the model is silent. A client that goes away stops only the
+with a keep-alive comment after each `SSE_KEEPALIVE_SECONDS` the model is silent. A client that goes away stops only the
 sending: the turn is committed whole, and the next read shows it.
 """
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 
-from app.agents.streams import TurnStream
+from app.agents.streams import SHUTDOWN_GRACE_SECONDS, TurnStream
 from app.errors import response_for
 from app.logs import request_id_var
 
@@ -98,23 +98,33 @@ async def stream_turn(
         return model.model_validate(shape(result)).model_dump(mode="json", by_alias=True)
 
     return EventSourceResponse(
-        _events(stream, task, body),
+        _events(stream, task, body, services.settings.sse_keepalive_seconds),
         headers=SSE_HEADERS,
-        ping=services.settings.sse_keepalive_seconds,
+        ping=0,  # our own keep-alive: only when the model is silent
+        # A server told to stop lets a running turn's stream end with its `done`.
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
     )
 
 
 async def _events(
-    stream: TurnStream, task: asyncio.Task[T], body: Callable[[T], dict[str, Any]]
+    stream: TurnStream,
+    task: asyncio.Task[T],
+    body: Callable[[T], dict[str, Any]],
+    keepalive: float,
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         while not task.done():
             more = asyncio.ensure_future(stream.wait())
             try:
-                await asyncio.wait({task, more}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {task, more}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 more.cancel()
-            for kind, data in stream.take():
+            pieces = stream.take()
+            if not pieces and not task.done():
+                yield ServerSentEvent(comment="keep-alive")  # silent for `keepalive` seconds
+            for kind, data in pieces:
                 yield _event(kind, data)
         for kind, data in stream.take():
             yield _event(kind, data)

@@ -171,6 +171,88 @@
     return body;
   }
 
+  /** Splits server-sent events out of a growing text; returns the events and the rest. */
+  function takeEvents(buffer) {
+    const events = [];
+    const blocks = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+    const rest = blocks.pop();
+    for (const block of blocks) {
+      let kind = "message";
+      const data = [];
+      for (const line of block.split(/\r\n|\n|\r/)) {
+        if (!line || line.startsWith(":")) continue; // a keep-alive comment
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") kind = value;
+        else if (field === "data") data.push(value);
+      }
+      if (data.length) events.push({ kind, data: data.join("\n") });
+    }
+    return { events, rest };
+  }
+
+  /**
+   * A chat turn streamed as server-sent events: `onEvent(kind, data)` gets each `delta`,
+   * `story` and `letter` as the model writes; resolves to the `done` body (the same body
+   * the JSON route answers). An `error` event throws like a failed request. When the
+   * stream cannot be read or breaks off, the same request (same Idempotency-Key) is sent
+   * again as plain JSON: a turn the server already stored is answered from the record.
+   */
+  async function streamApi(path, { json, key, onEvent }) {
+    const fallback = () => api(path, { method: "POST", json, key });
+    if (!window.TextDecoder || !window.ReadableStream) return fallback();
+    let response;
+    try {
+      response = await fetch(apiUrl(path), {
+        method: "POST",
+        headers: {
+          Accept: "text/event-stream",
+          "Content-Type": "application/json",
+          "Idempotency-Key": key,
+        },
+        body: JSON.stringify(json),
+      });
+    } catch (_) {
+      return fallback();
+    }
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !type.startsWith("text/event-stream") || !response.body) {
+      const text = await response.text().catch(() => "");
+      let body = null;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch (_) {
+        body = null;
+      }
+      if (!response.ok) throw new ApiError(errorText(response, body), response.status, body);
+      return body;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        const taken = takeEvents(buffer);
+        buffer = taken.rest;
+        for (const event of taken.events) {
+          const data = JSON.parse(event.data);
+          if (event.kind === "done") return data;
+          if (event.kind === "error") {
+            throw new ApiError(errorText({ status: 0 }, data), 0, data);
+          }
+          onEvent(event.kind, data);
+        }
+      }
+    } catch (error) {
+      if (error instanceof ApiError) throw error;
+    }
+    return fallback(); // the stream broke off before `done`
+  }
+
   /* ------------------------------------------------------------------ busy / errors */
 
   function showError(message) {
@@ -589,11 +671,16 @@
       log.append(pending);
       placed = true;
       scrollToEnd(log);
-      const request = { method: "POST", json: { message: text }, key };
-      if (kind === "interview") {
-        applyInterview(await api(sessionPath("/messages"), request));
-      } else {
-        applyFamily(await api(sessionPath("/family/messages"), request));
+      const live = liveReply(kind, log);
+      const request = { json: { message: text }, key, onEvent: live.add };
+      try {
+        if (kind === "interview") {
+          applyInterview(await streamApi(sessionPath("/messages"), request));
+        } else {
+          applyFamily(await streamApi(sessionPath("/family/messages"), request));
+        }
+      } finally {
+        live.end();
       }
       renderGallery();
       renderStage();
@@ -609,6 +696,53 @@
     } else {
       input.focus();
     }
+  }
+
+  /**
+   * What a streamed turn shows while it is written: one growing bubble per line (Hera's
+   * reply, each member's line), and the story and letter as they come. The `done` body
+   * then re-renders everything from what was stored.
+   */
+  function liveReply(kind, log) {
+    const bubbles = new Map(); // line index → its text node
+    const prose = { story: "", letter: "" };
+    function bubble(data) {
+      let node = bubbles.get(data.line);
+      if (!node) {
+        const entry = { speaker: data.speaker, role: data.role, message: "" };
+        const item = kind === "interview" ? interviewMessage(entry) : familyMessage(entry);
+        item.classList.add("message--streaming");
+        item.dataset.testid = "streaming-message";
+        el[kind === "interview" ? "interviewTyping" : "familyTyping"].hidden = true;
+        log.append(item);
+        node = item.querySelector(".message__text");
+        bubbles.set(data.line, node);
+      }
+      return node;
+    }
+    return {
+      add(event, data) {
+        if (event === "delta") {
+          const node = bubble(data);
+          node.textContent += data.text;
+          scrollToEnd(log);
+        } else if (event === "story" || event === "letter") {
+          prose[event] += data.text;
+          byTestId("plan-view").hidden = false;
+          const target = event === "story" ? el.planStory : el.planLetter;
+          renderProse(target, prose[event], { letter: event === "letter" });
+        }
+      },
+      end() {
+        // After `done` the stored turn was rendered; after a failure nothing was stored.
+        log.querySelectorAll(".message--streaming").forEach((node) => node.remove());
+        if ((prose.story || prose.letter) && !state.familyComplete) {
+          clearChildren(el.planStory);
+          clearChildren(el.planLetter);
+          byTestId("plan-view").hidden = true;
+        }
+      },
+    };
   }
 
   function rememberImage(name, url) {

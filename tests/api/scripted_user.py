@@ -20,3 +20,13 @@ FAMILY_AGREEING: tuple[str, ...] = (
     "海で泳いだり、水族館に行ったりしたい！",
     "いいね、そうしよう！",
 )
+
+# A whole profile, as a model might extract it from one long message (Gemini tests).
+COMPLETE_PROFILE = {
+    "age": 32, "gender": "女性", "relationship_status": "single", "location": "東京",
+    "income_range": "500万円",
+    "user_personality_traits": {"openness": 0.8, "extraversion": 0.7},
+    "partner_face_description": "優しい目の人",
+    "ideal_partner": {"name": "健太", "temperament": "穏やか", "appearance": "背が高い"},
+    "children_info": [{"name": "太郎", "desired_gender": "男の子"}],
+}  # fmt: skip

@@ -26,7 +26,7 @@ from PIL import Image
 from app.repositories.base import Changes, JSONDict, SessionRepository, session_blob_prefix
 from tests.api.conftest import STACKS, ApiClient, open_client, stack_settings
 from tests.api.images import jpeg_photo
-from tests.api.scripted_user import FAMILY_AGREEING, SCRIPT
+from tests.api.scripted_user import COMPLETE_PROFILE, FAMILY_AGREEING, SCRIPT
 from tests.support.api import assert_json_error, new_session
 from tests.support.fake_gemini import FakeGemini, error_body, image_body, json_text_body
 from tests.support.polling import eventually
@@ -34,14 +34,6 @@ from tests.support.polling import eventually
 INTERVIEW = SCRIPT[:6]  # these answers complete the offline profile
 FAMILY = FAMILY_AGREEING
 # What the Gemini interview brain extracts in one turn to complete the profile.
-COMPLETE_PROFILE = {
-    "age": 32, "gender": "女性", "relationship_status": "single", "location": "東京",
-    "income_range": "500万円",
-    "user_personality_traits": {"openness": 0.8, "extraversion": 0.7},
-    "partner_face_description": "優しい目の人",
-    "ideal_partner": {"name": "健太", "temperament": "穏やか", "appearance": "背が高い"},
-    "children_info": [{"name": "太郎", "desired_gender": "男の子"}],
-}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -117,17 +117,15 @@ class GeminiCaller:
         began: list[bool] = []
 
         async def attempt() -> str:
-            pieces: list[str] = []
+            text = ""  # the answer so far: all a stream keeps (its partial reads are dropped)
             stream = await self.client.aio.models.generate_content_stream(
                 model=self.model, contents=contents, config=config
             )
             async for chunk in stream:
                 if piece := _chunk_text(chunk):
-                    pieces.append(piece)
+                    text += piece
                     began.append(True)
-                    if (partial := _partial_json("".join(pieces))) is not None:
-                        on_partial(partial)
-            text = "".join(pieces)
+                    _hand_on(text, on_partial)
             if not text.strip():
                 raise BrainError("Gemini returned an empty answer")
             return text
@@ -210,8 +208,9 @@ class GeminiCaller:
 
 
 class TextTail:
-    """Hands a sink only the new end of a text that grows as the answer streams in (leading
-    blanks dropped, as the whole answer's are)."""
+    """Hands a sink only the new end of a text that grows as the answer streams in. Blanks
+    at either end are held back (the whole answer's are stripped), so the pieces joined are
+    the stripped text; blanks inside go out once text follows them."""
 
     __slots__ = ("_sent", "_sink")
 
@@ -222,7 +221,7 @@ class TextTail:
     def update(self, text: object) -> None:
         if not isinstance(text, str):
             return
-        text = text.lstrip()
+        text = text.strip()
         if len(text) > self._sent:
             self._sink(text[self._sent :])
             self._sent = len(text)
@@ -298,13 +297,14 @@ def _chunk_text(chunk: types.GenerateContentResponse) -> str:
     return "".join(part.text for part in _answer_parts(chunk, "answer") if part.text)
 
 
-def _partial_json(text: str) -> Any:
+def _hand_on(text: str, on_partial: PartialSink) -> None:
     """The JSON value an incomplete answer holds so far (its last string cut where the text
-    ends), or None while not even that can be read."""
+    ends) to `on_partial`; nothing while not even that can be read."""
     try:
-        return jiter.from_json(text.encode(), partial_mode="trailing-strings")
+        partial = jiter.from_json(text.encode(), partial_mode="trailing-strings")
     except ValueError:
-        return None
+        return
+    on_partial(partial)
 
 
 def _response_text(response: types.GenerateContentResponse) -> str:

@@ -1,7 +1,7 @@
 """The future family on Gemini: one structured-output call per family turn, story or letter.
 
-The model's answer is untrusted: lines are kept only for speakers who are personas (in persona
-order, one each), trip info is coerced to `{"destination"?: str, "activities"?: [str]}` (keys
+The model's answer is untrusted: lines are kept only for speakers who are personas (one each,
+in the order written), trip info is coerced to `{"destination"?: str, "activities"?: [str]}` (keys
 only when something was said), and a proposal answer only counts while a proposal is pending.
 """
 
@@ -151,8 +151,9 @@ def _speaker_names(personas: list[Persona]) -> dict[str, str]:
 
 
 class _LineTails:
-    """Streams the family's lines from the partial answer: each member's first line, piece
-    by piece, once its speaker is known (the `message` key follows a complete `speaker`)."""
+    """Streams the family's lines from the partial answer: each member's first usable line
+    (as `_family_lines` keeps it), piece by piece, once its speaker is known (the `message`
+    key follows a complete `speaker`) and its message has begun with something not blank."""
 
     def __init__(self, personas: list[Persona], sink: LineSink) -> None:
         self._known = _speaker_names(personas)
@@ -163,12 +164,13 @@ class _LineTails:
     def update(self, partial: Any) -> None:
         lines = partial.get("lines") if isinstance(partial, dict) else None
         for index, item in enumerate(lines if isinstance(lines, list) else []):
-            if not isinstance(item, dict) or "message" not in item:
-                continue
+            message = item.get("message") if isinstance(item, dict) else None
             if index not in self._tails:
+                if not isinstance(message, str) or not message.strip():
+                    continue  # not begun (or blank, or not text): it claims no member yet
                 self._tails[index] = self._tail_for(item.get("speaker"))
             if (tail := self._tails[index]) is not None:
-                tail.update(item.get("message"))
+                tail.update(message)
 
     def _tail_for(self, speaker: Any) -> TextTail | None:
         name = self._known.get(speaker.strip()) if isinstance(speaker, str) else None
@@ -179,8 +181,8 @@ class _LineTails:
 
 
 def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
-    """One line per persona that spoke, in persona order; unknown speakers are dropped."""
-    names = [name for name, _ in _names(personas)]
+    """One line per member that spoke (their first usable one), in the order the model
+    wrote them: the order a streamed turn showed them in. Unknown speakers are dropped."""
     known = _speaker_names(personas)
     spoken: dict[str, str] = {}
     for item in raw if isinstance(raw, list) else []:
@@ -192,7 +194,7 @@ def _family_lines(raw: Any, personas: list[Persona]) -> list[FamilyLine]:
         name = known.get(speaker.strip())
         if name is not None:
             spoken.setdefault(name, message.strip())
-    lines = [FamilyLine(speaker=name, message=spoken[name]) for name in names if name in spoken]
+    lines = [FamilyLine(speaker=name, message=message) for name, message in spoken.items()]
     if not lines:
         raise BrainError("Gemini's family answer has no line from a family member")
     return lines

@@ -32,7 +32,7 @@ class GeminiInterviewBrain(GeminiBrainBase):
             purpose="interview",
             system=_HERA_SYSTEM,
             contents=_interview_prompt(profile, history, message, missing_fields),
-            schema=_interview_schema(),
+            schema=_INTERVIEW_SCHEMA,
             on_partial=field_tail("reply", on_reply),
         )
         reply = data.get("reply")
@@ -117,3 +117,7 @@ def _interview_schema() -> JSONDict:
         "properties": {"reply": {"type": "string"}, "extracted": response_schema(Profile)},
         "required": ["reply", "extracted"],
     }
+
+
+# Built once (it costs ~2 ms of pydantic schema work); the SDK copies what it sends.
+_INTERVIEW_SCHEMA: Final = _interview_schema()
