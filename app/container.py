@@ -7,11 +7,13 @@ or clock, and everything else is built as in production around them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,10 +29,15 @@ from app.agents.turns import QUOTA_NAMES, Quotas
 from app.auth.jwks import JwksCache
 from app.auth.tokens import TokenVerifier
 from app.auth.urls import UrlSigner
+from app.metrics import Metrics
+from app.observability import Observer, observe_brain, observe_store
 from app.ratelimit import RateLimiter, build_rate_limiter
 from app.repositories.base import BlobRepository, SessionRepository
 from app.repositories.users import UserRepository
 from app.settings import Settings
+
+if TYPE_CHECKING:  # the Redis client is imported only when Redis is configured
+    from app.repositories._redis import RedisClient, RedisTarget
 
 Clock = Callable[[], float]  # seconds since the epoch
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ class Replacements:
     users: UserRepository | None = None
     brains: Brains | None = None
     clock: Clock | None = None  # the file store's idea of now (expiry)
+    span_exporter: Any = None  # traces go here instead of OTLP (tracing then on)
 
 
 @dataclass(frozen=True)
@@ -80,21 +88,39 @@ class Services:
     keepsakes: KeepsakeAgent
     people: PeopleAgent
     turn_tasks: TurnTasks  # streamed turns, each ending whole whatever its client does
+    observer: Observer  # metrics and spans (both None when off)
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    """Where the Redis of these settings is (standalone, Cluster or Sentinel)."""
+    from app.repositories._redis import RedisTarget
+
+    assert settings.redis_url is not None  # guaranteed by settings validation
+    return RedisTarget(
+        url=settings.redis_url,
+        mode=settings.redis_mode,
+        sentinels=tuple(settings.sentinel_addresses),
+        sentinel_master=settings.redis_sentinel_master,
+    )
+
+
+def redis_client(settings: Settings) -> RedisClient:
+    """A client of the Redis these settings name, with the pool size they set."""
+    from app.repositories._redis import create_redis_client
+
+    return create_redis_client(
+        redis_target(settings), max_connections=settings.redis_max_connections
+    )
 
 
 async def build_session_repository(
     settings: Settings, *, clock: Clock | None = None
 ) -> SessionRepository:
     if settings.resolved_session_type == "redis":
-        from app.repositories._redis import create_redis_client
         from app.repositories.redis_sessions import RedisSessionRepository
 
-        assert settings.redis_url is not None  # guaranteed by settings validation
-        client = create_redis_client(
-            settings.redis_url, max_connections=settings.redis_max_connections
-        )
         return RedisSessionRepository(
-            client=client,
+            client=redis_client(settings),
             ttl_seconds=settings.session_ttl,
             lock_ttl_seconds=settings.lock_ttl_seconds,
             lock_wait_seconds=settings.lock_wait_seconds,
@@ -114,14 +140,11 @@ async def build_user_repository(settings: Settings) -> UserRepository:
     """The durable tier beside the sessions: the same Redis (its own keys, no TTL), or files
     under HERA_DATA_DIR/users."""
     if settings.resolved_session_type == "redis":
-        from app.repositories._redis import create_redis_client
         from app.repositories.redis_users import RedisUserRepository
 
-        assert settings.redis_url is not None
-        client = create_redis_client(
-            settings.redis_url, max_connections=settings.redis_max_connections
+        users = RedisUserRepository(
+            client=redis_client(settings), namespace=settings.redis_namespace
         )
-        users = RedisUserRepository(client=client, namespace=settings.redis_namespace)
         if await users.durability() == "none":
             log.warning(
                 "Redis keeps nothing on disk (neither AOF nor RDB): user records and "
@@ -182,7 +205,9 @@ async def build_auth(settings: Settings, stack: AsyncExitStack) -> Auth:
     )
 
 
-async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
+async def build_brains(
+    settings: Settings, stack: AsyncExitStack, observer: Observer | None = None
+) -> Brains:
     if settings.resolved_llm_provider == "gemini":
         from app.brains.gemini.caller import (
             GeminiOptions,
@@ -211,6 +236,7 @@ async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
                 "timeout_seconds": settings.llm_timeout_seconds,
                 "max_retries": settings.llm_max_retries,
                 "slots": slots,
+                "on_retry": functools.partial(observer.retried, "gemini") if observer else None,
             }
 
         return Brains(
@@ -225,10 +251,35 @@ async def build_brains(settings: Settings, stack: AsyncExitStack) -> Brains:
     return Brains(OfflineInterviewBrain(), OfflineFamilyBrain(), OfflineImageBrain())
 
 
+def build_observer(settings: Settings, stack: AsyncExitStack, tracer: Any = None) -> Observer:
+    metrics = None
+    if settings.metrics_enabled:
+        metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
+        stack.callback(metrics.close)
+    return Observer(metrics=metrics, tracer=tracer)
+
+
+def observed(settings: Settings, observer: Observer, brains: Brains) -> Brains:
+    """The brains with their calls observed (provider, model and kind as labels)."""
+    provider = settings.resolved_llm_provider
+    text = settings.gemini_model if provider == "gemini" else "offline"
+    image = settings.gemini_image_model if provider == "gemini" else "offline"
+    return Brains(
+        interview=observe_brain(brains.interview, provider, text, observer),
+        family=observe_brain(brains.family, provider, text, observer),
+        images=observe_brain(brains.images, provider, image, observer),
+    )
+
+
 async def build_services(
-    settings: Settings, stack: AsyncExitStack, replace: Replacements | None = None
+    settings: Settings,
+    stack: AsyncExitStack,
+    replace: Replacements | None = None,
+    *,
+    tracer: Any = None,
 ) -> Services:
     replace = replace or Replacements()
+    observer = build_observer(settings, stack, tracer)
     sessions = replace.sessions
     if sessions is None:
         sessions = await build_session_repository(settings, clock=replace.clock)
@@ -241,8 +292,15 @@ async def build_services(
     if users is None:
         users = await build_user_repository(settings)
         stack.push_async_callback(users.aclose)
-    brains = replace.brains or await build_brains(settings, stack)
-    limiter = build_rate_limiter(settings)
+    brains = replace.brains or await build_brains(settings, stack, observer)
+    if observer.metrics is not None or observer.tracer is not None:
+        sessions = observe_store(sessions, "sessions", observer)
+        blobs = observe_store(blobs, "blobs", observer)
+        users = observe_store(users, "users", observer)
+        brains = observed(settings, observer, brains)
+    limiter = build_rate_limiter(
+        settings, redis_target(settings) if settings.resolved_session_type == "redis" else None
+    )
     stack.push_async_callback(limiter.aclose)
     auth = await build_auth(settings, stack)
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})
@@ -281,4 +339,5 @@ async def build_services(
             session_ttl=settings.session_ttl,
         ),
         turn_tasks=turn_tasks,
+        observer=observer,
     )

@@ -149,7 +149,14 @@ def response_for(exc: Exception) -> JSONResponse | None:
     return None
 
 
-async def _domain_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, RateLimited | QuotaExceeded):
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            reason, kind = (
+                ("rate_limit", exc.kind) if isinstance(exc, RateLimited) else ("quota", exc.quota)
+            )
+            services.observer.refused(reason, kind)
     response = response_for(exc)
     if response is None:  # registered types always map; keep mypy and readers sure
         raise exc

@@ -39,7 +39,18 @@ class UIMount(Mount):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        app.state.services = await build_services(app.state.settings, stack, app.state.replacements)
+        tracer = None
+        if app.state.tracer_provider is not None:
+            from app.tracing import Tracing
+
+            replacements = app.state.replacements or Replacements()
+            tracing = Tracing(app.state.tracer_provider, replacements.span_exporter)
+            tracing.start()
+            stack.callback(tracing.stop)
+            tracer = tracing.tracer
+        app.state.services = await build_services(
+            app.state.settings, stack, app.state.replacements, tracer=tracer
+        )
         yield
 
 
@@ -58,6 +69,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.replacements = replacements
+    app.state.tracer_provider = None
+    app.state.trace_id = None  # set with tracing: the access log's request id is the trace id
     install_error_handlers(app)
     app.add_middleware(ErrorMiddleware)
     app.add_middleware(
@@ -79,6 +92,15 @@ def create_app(
     routers = (health, sessions, family, photos, users)
     for router in (*(m.router for m in routers), photos.uploads):
         app.include_router(router)
+    if settings.metrics_enabled:
+        from app.routers import metrics
+
+        app.include_router(metrics.router)
+    if settings.otel_exporter_otlp_endpoint or (replacements and replacements.span_exporter):
+        from app.tracing import current_trace_id, instrument
+
+        app.state.tracer_provider = instrument(app)  # its middleware goes outside all ours
+        app.state.trace_id = current_trace_id
     # Last, so every API route has priority; `html=True` serves index.html for `/`.
     app.router.routes.append(
         UIMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui")

@@ -26,6 +26,8 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Methods as metric labels; anything else a client sends is "other" (labels stay bounded).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class RequestContextMiddleware:
@@ -39,8 +41,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        state = scope["app"].state if "app" in scope else None
+        trace_id = state.trace_id(scope) if state is not None and state.trace_id else None
         incoming = (header(scope, b"x-request-id") or b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_id = trace_id or (incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -61,6 +65,13 @@ class RequestContextMiddleware:
             route = scope.get("route")
             # A template, never the concrete path (ids are capabilities); "" is the UI mount.
             path = getattr(route, "path", None) or ("/<ui>" if route else "<unmatched>")
+            duration = time.perf_counter() - started
+            services = getattr(state, "services", None) if state is not None else None
+            if services is not None and services.observer.metrics is not None:
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                observed = services.observer.metrics
+                observed.http_requests.labels(method, path, str(status)).inc()
+                observed.http_seconds.labels(method, path).observe(duration)
             log.info(
                 "%s %s %s",
                 scope["method"],
@@ -70,7 +81,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": path,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(duration * 1000, 1),
                 },
             )
             request_id_var.reset(token)

@@ -12,18 +12,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-import redis.asyncio
+import redis.asyncio as redis_asyncio
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+    Storage,
+)
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from redis import exceptions as rx
 
+from app.repositories._redis import TRANSIENT, RedisTarget, create_redis_client
 from app.repositories.base import StoreUnavailable
 from app.settings import RATE_LIMIT_KINDS, Settings
-
-_TRANSIENT: Final = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class RateLimited(Exception):
@@ -48,7 +52,7 @@ class RateLimited(Exception):
 class RateLimiter:
     strategy: SlidingWindowCounterRateLimiter | None
     rules: dict[str, list[RateLimitItem]]
-    client: redis.asyncio.Redis | None = None  # owned: the Redis storage's connections
+    client: redis_asyncio.Redis | None = None  # owned: the Redis storage's connections
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -70,7 +74,7 @@ class RateLimiter:
             for item in items:
                 if not await self.strategy.hit(item, kind, client):
                     await self._refuse(kind, client, item)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             # The counters live in the session store's Redis: that store is down.
             raise StoreUnavailable("sessions", type(exc).__name__) from exc
 
@@ -80,27 +84,39 @@ class RateLimiter:
         raise RateLimited(kind, item, stats.reset_time)
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
-    """The limiter for these settings (close it at shutdown)."""
+def build_rate_limiter(settings: Settings, redis: RedisTarget | None = None) -> RateLimiter:
+    """The limiter for these settings: counters in `redis` when given (the sessions' Redis),
+    else in process memory. Close it at shutdown."""
     rules = {
         kind: parse_many(value) for kind in RATE_LIMIT_KINDS if (value := settings.rate_limit(kind))
     }
     if not rules:
         return RateLimiter(None, {})
-    if settings.resolved_session_type == "redis":
-        from app.repositories._redis import create_redis_client
-
-        assert settings.redis_url is not None  # guaranteed by settings validation
-        client = create_redis_client(
-            settings.redis_url, max_connections=settings.redis_max_connections
+    if redis is None:
+        return RateLimiter(SlidingWindowCounterRateLimiter(MemoryStorage()), rules)
+    prefix = f"{settings.redis_namespace}:rl"
+    storage: Storage
+    if redis.mode == "cluster":
+        # `limits` builds its own Cluster client from any node (its keys are one per slot).
+        node = redis.url.split("://", 1)[1]
+        storage = RedisClusterStorage(
+            f"async+redis+cluster://{node}", implementation="redispy", key_prefix=prefix
         )
-        # `limits` types its pass-through options as scalars; the redis-py bridge takes a pool.
-        shared: dict[str, Any] = {"connection_pool": client.connection_pool}
-        storage = RedisStorage(
-            f"async+{settings.redis_url}",
+        return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules)
+    if redis.mode == "sentinel":
+        sentinels = ",".join(f"{host}:{port}" for host, port in redis.sentinels)
+        storage = RedisSentinelStorage(
+            f"async+redis+sentinel://{sentinels}/{redis.sentinel_master}",
             implementation="redispy",
-            key_prefix=f"{settings.redis_namespace}:rl",
-            **shared,
+            key_prefix=prefix,
+            use_replicas=False,
         )
-        return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules, client)
-    return RateLimiter(SlidingWindowCounterRateLimiter(MemoryStorage()), rules)
+        return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules)
+    client = create_redis_client(redis, max_connections=settings.redis_max_connections)
+    assert isinstance(client, redis_asyncio.Redis)
+    # `limits` types its pass-through options as scalars; the redis-py bridge takes a pool.
+    shared: dict[str, Any] = {"connection_pool": client.connection_pool}
+    storage = RedisStorage(
+        f"async+{redis.url}", implementation="redispy", key_prefix=prefix, **shared
+    )
+    return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules, client)

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # sessions
     session_type: Literal["file", "redis"] | None = None
     redis_url: str | None = None
+    # standalone: REDIS_URL is the server; cluster: any node of a Redis Cluster; sentinel:
+    # the sentinels name the master (REDIS_URL then gives only the password, db and TLS)
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    redis_sentinels: str | None = None  # host:port,host:port
+    redis_sentinel_master: str | None = None
     session_ttl: int = Field(86400, gt=0)
     sessions_dir: Path | None = None
     hera_data_dir: Path = Path("./data")
@@ -88,6 +93,10 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_max_concurrency: int = Field(200, gt=0)
     llm_max_queue: int = Field(200, ge=0)
+    # operating: Prometheus metrics at /metrics; traces to an OTLP endpoint (standard OTEL_*)
+    metrics_enabled: bool = False
+    prometheus_multiproc_dir: Path | None = None  # read by prometheus-client too
+    otel_exporter_otlp_endpoint: str | None = None  # read by the OTLP exporter too
     # streamed replies: a keep-alive comment after this many silent seconds
     sse_keepalive_seconds: float = Field(15.0, gt=0, le=300)
 
@@ -147,8 +156,9 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "redis_url", "s3_bucket_name", "s3_endpoint_url", "gcs_bucket_name", "gemini_base_url",
-        "storage_emulator_host", "aws_region", "auth_issuer", "auth_audience", "auth_jwks_url",
+        "redis_url", "redis_sentinels", "redis_sentinel_master", "s3_bucket_name",
+        "s3_endpoint_url", "gcs_bucket_name", "gemini_base_url", "storage_emulator_host",
+        "otel_exporter_otlp_endpoint", "aws_region", "auth_issuer", "auth_audience", "auth_jwks_url",
         "firebase_project_id", mode="before",
     )  # fmt: skip
     @classmethod
@@ -164,6 +174,7 @@ class Settings(BaseSettings):
             problems.append("SESSION_TYPE=redis requires REDIS_URL")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        problems += self._redis_mode_problems()
         if self.storage_mode == "cloud":
             if self.cloud_storage_type is None:
                 problems.append("STORAGE_MODE=cloud requires CLOUD_STORAGE_TYPE (allowed: s3, gcs)")
@@ -249,6 +260,35 @@ class Settings(BaseSettings):
         if self.auth_mode is not None:
             return self.auth_mode
         return "optional" if self.resolved_auth_issuer else "off"
+
+    def _redis_mode_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.redis_mode == "cluster" and (self.redis_url or "").startswith("unix://"):
+            problems.append("REDIS_MODE=cluster needs a redis:// or rediss:// node in REDIS_URL")
+        if self.redis_mode == "sentinel":
+            if not self.redis_sentinel_master:
+                problems.append("REDIS_MODE=sentinel requires REDIS_SENTINEL_MASTER")
+            try:
+                if not self.sentinel_addresses:
+                    problems.append("REDIS_MODE=sentinel requires REDIS_SENTINELS")
+            except ValueError as exc:
+                problems.append(f"REDIS_SENTINELS: {exc}")
+        elif self.redis_sentinels or self.redis_sentinel_master:
+            problems.append("REDIS_SENTINELS and REDIS_SENTINEL_MASTER need REDIS_MODE=sentinel")
+        return problems
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; ValueError names a bad entry."""
+        found: list[tuple[str, int]] = []
+        for entry in (self.redis_sentinels or "").split(","):
+            if not entry.strip():
+                continue
+            host, _, port = entry.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry.strip()!r} is not host:port")
+            found.append((host.strip("[]"), int(port)))
+        return found
 
     @property
     def resolved_session_type(self) -> Literal["file", "redis"]:

@@ -1,15 +1,18 @@
-"""Redis plumbing shared by the Redis adapters: the one client factory and the translation of
-its failures into StoreUnavailable."""
+"""Redis plumbing shared by the Redis adapters: the one client factory (standalone, Cluster
+or Sentinel), scripts that survive a failover, and the translation of its failures into
+StoreUnavailable."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Final, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, ParamSpec, TypeAlias, TypeVar
 
 import redis.asyncio
 from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -18,29 +21,111 @@ from .base import StoreUnavailable
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# BusyLoadingError (a restart) is a ConnectionError; ReadOnlyError means a failover is on.
-TRANSIENT: Final = (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, OSError)
+RedisClient: TypeAlias = redis.asyncio.Redis | RedisCluster
+RedisMode = Literal["standalone", "cluster", "sentinel"]
+
+# BusyLoadingError (a restart) is a ConnectionError; ReadOnlyError means a failover is on;
+# a Cluster answers CLUSTERDOWN / TRYAGAIN (or cannot be reached at all) while a replica is
+# promoted; MasterNotFoundError (Sentinel) is a ConnectionError.
+TRANSIENT: Final = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.ReadOnlyError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.RedisClusterException,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the Redis is: a server (standalone), a Cluster (any node in `url`), or the
+    master the sentinels name (`url` then gives only the password, database and TLS)."""
+
+    url: str
+    mode: RedisMode = "standalone"
+    sentinels: Sequence[tuple[str, int]] = field(default_factory=tuple)
+    sentinel_master: str | None = None
 
 
 def create_redis_client(
-    url: str, *, max_connections: int = 50, socket_timeout: float = 5.0
-) -> redis.asyncio.Redis:
-    # One per process. The blocking pool waits instead of raising "Too many connections"; the
-    # retries survive a Redis restart (from_url alone never retries).
+    target: RedisTarget | str, *, max_connections: int = 50, socket_timeout: float = 5.0
+) -> RedisClient:
+    # One per process. A healthy Redis answers a connect in milliseconds; a black-holed one
+    # must not hold a request past the 2 s the API promises for a 503.
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    timeouts: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 0.75),
+        "retry": Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), 1),
+        "decode_responses": False,
+    }
+    if target.mode == "cluster":
+        # The client learns the slots from any node and follows MOVED / a promoted replica.
+        return RedisCluster.from_url(target.url, max_connections=max_connections, **timeouts)
+    if target.mode == "sentinel":
+        from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+        assert target.sentinel_master is not None  # settings validation
+        options = _url_options(target.url)
+        sentinel = Sentinel(
+            list(target.sentinels),
+            sentinel_kwargs={"socket_timeout": 0.75, "socket_connect_timeout": 0.75},
+            **timeouts,
+        )
+        # Asks the sentinels for the master on every new connection: a promotion is
+        # followed as soon as the old master's connections fail.
+        master: redis.asyncio.Redis = sentinel.master_for(
+            target.sentinel_master,
+            redis_class=redis.asyncio.Redis,
+            connection_pool_class=SentinelConnectionPool,
+            max_connections=max_connections,
+            **options,
+        )
+        return master
+    # The blocking pool waits instead of raising "Too many connections"; the retries survive
+    # a Redis restart (from_url alone never retries).
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
+        target.url,
         max_connections=max_connections,
         timeout=socket_timeout,
-        socket_timeout=socket_timeout,
-        # A healthy Redis answers a connect in milliseconds; a black-holed one must not hold
-        # a request past the 2 s the API promises for a 503.
-        socket_connect_timeout=min(socket_timeout, 0.75),
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), 1),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
         health_check_interval=30,
-        decode_responses=False,
+        **timeouts,
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+def _url_options(url: str) -> dict[str, Any]:
+    """What REDIS_URL says besides the address: database, user, password, TLS."""
+    from redis.asyncio.connection import parse_url
+
+    parsed = parse_url(url)
+    options = {k: parsed[k] for k in ("db", "username", "password") if parsed.get(k)}
+    if url.startswith("rediss://"):
+        options["ssl"] = True
+    return options
+
+
+class Lua:
+    """A Lua script run by its SHA, falling back to sending its text when the server does
+    not know it (a promoted replica, a restarted or flushed server: the script cache is not
+    replicated, and redis-py's own reload can reach another node of a Cluster)."""
+
+    __slots__ = ("_client", "_script", "_sha")
+
+    def __init__(self, client: RedisClient, script: str) -> None:
+        self._client = client
+        self._script = script
+        self._sha = client.register_script(script).sha
+
+    async def __call__(self, *, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except rx.NoScriptError:
+            return await self._client.eval(self._script, len(keys), *keys, *args)
 
 
 @contextlib.contextmanager

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, ParamSpec, TypeVar
 
-import redis.asyncio
 from redis import exceptions as rx
 from redis.asyncio.lock import Lock
 
 from ._checks import check_changes, check_doc, check_log
 from ._codec import dumps, loads, loads_all, meta_from_dict, meta_to_dict
-from ._redis import TRANSIENT, guarded, store_errors
+from ._redis import TRANSIENT, Lua, RedisClient, guarded, store_errors
 from .base import (
     DOC_NAMES,
     LOG_NAMES,
@@ -154,7 +153,7 @@ class RedisSessionRepository:
     def __init__(
         self,
         *,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         ttl_seconds: int,
         lock_ttl_seconds: float = 30.0,
         lock_wait_seconds: float = 15.0,
@@ -170,10 +169,10 @@ class RedisSessionRepository:
         self._lock_ttl = lock_ttl_seconds
         self._wait = lock_wait_seconds
         self._ns = namespace
-        self._commit = client.register_script(_COMMIT_LUA)
-        self._read = client.register_script(_READ_LUA)
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._forget_claim = client.register_script(_FORGET_CLAIM_LUA)
+        self._commit = Lua(client, _COMMIT_LUA)
+        self._read = Lua(client, _READ_LUA)
+        self._claim = Lua(client, _CLAIM_LUA)
+        self._forget_claim = Lua(client, _FORGET_CLAIM_LUA)
 
     @property
     def namespace(self) -> str:

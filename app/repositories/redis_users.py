@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-import redis.asyncio
-
 from ._checks import check_fields
 from ._codec import dumps, loads
-from ._redis import guarded, store_errors
+from ._redis import Lua, RedisClient, guarded, store_errors
 from .base import JSONDict, utcnow
 from .users import (
     INDEX_NAMES,
@@ -80,14 +78,14 @@ _guarded = guarded("users")
 
 
 class RedisUserRepository:
-    def __init__(self, *, client: redis.asyncio.Redis, namespace: str = "hera") -> None:
+    def __init__(self, *, client: RedisClient, namespace: str = "hera") -> None:
         self._client = client
         self._ns = namespace
-        self._update = client.register_script(_UPDATE_LUA)
-        self._add_tag = client.register_script(_ADD_TAG_LUA)
-        self._remove_tag = client.register_script(_REMOVE_TAG_LUA)
-        self._get = client.register_script(_GET_LUA)
-        self._restore = client.register_script(_RESTORE_LUA)
+        self._update = Lua(client, _UPDATE_LUA)
+        self._add_tag = Lua(client, _ADD_TAG_LUA)
+        self._remove_tag = Lua(client, _REMOVE_TAG_LUA)
+        self._get = Lua(client, _GET_LUA)
+        self._restore = Lua(client, _RESTORE_LUA)
 
     def _key(self, owner_key: str, part: str) -> str:
         return f"{self._ns}:user:{{{check_owner_key(owner_key)}}}:{part}"

@@ -79,6 +79,7 @@ class GeminiCaller:
     max_retries: int
     slots: ModelSlots
     backoff_base_seconds: float = 0.2
+    on_retry: Callable[[str], None] | None = None  # told the purpose of each retried call
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.max_retries < 0:
@@ -195,6 +196,8 @@ class GeminiCaller:
                 # Exponential with jitter (half fixed, half random) so a burst of 429s spreads.
                 ceiling = min(_BACKOFF_CAP_SECONDS, self.backoff_base_seconds * 2 ** (attempt - 1))
                 delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+                if self.on_retry is not None:
+                    self.on_retry(purpose)
                 logger.warning(
                     "gemini %s attempt %d/%d failed (%s); retrying in %.2f s",
                     purpose,
@@ -244,6 +247,7 @@ class GeminiOptions(TypedDict):
     max_retries: int
     slots: ModelSlots
     backoff_base_seconds: NotRequired[float]
+    on_retry: NotRequired[Callable[[str], None] | None]
 
 
 class GeminiBrainBase:
