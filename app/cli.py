@@ -155,6 +155,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     port = args.port or settings.port
+    if settings.metrics_enabled and settings.prometheus_multiproc_dir is not None:
+        from app.metrics import empty_multiprocess_dir
+
+        # Before the workers start: an earlier run's files would be added to every scrape.
+        empty_multiprocess_dir(settings.prometheus_multiproc_dir)
     # The app logs each request itself (with its request id), so uvicorn's access log is off.
     uvicorn.run("app.main:app", host=args.host, port=port, workers=args.workers, access_log=False)
     return 0

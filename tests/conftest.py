@@ -18,7 +18,10 @@ from app.repositories.base import BlobRepository, SessionRepository
 from tests.support.services import unavailable
 from tests.support.stores import StoreSpec, build_blob_repo, build_session_repo
 
-SESSION_KINDS = ["memory", "file", "fakeredis", "redis"]
+# "redis-cluster" is the Redis adapter over a real local Cluster (3 masters + 3 replicas,
+# started once per run): a spec of kind "redis" whose params say `"mode": "cluster"`, the way
+# the app itself is configured (SESSION_TYPE=redis, REDIS_MODE=cluster).
+SESSION_KINDS = ["memory", "file", "fakeredis", "redis", "redis-cluster"]
 BLOB_KINDS = ["memory", "disk", "s3", "gcs"]
 
 
@@ -28,6 +31,16 @@ def redis_url() -> str | None:
     from tests.support.redis_support import real_redis_url
 
     return real_redis_url()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_handle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Redis Cluster for the whole run (each test uses its own namespace). Tests
+    that kill a node start their own (tests/support/redis_topologies.py)."""
+    from tests.support.redis_topologies import redis_cluster
+
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +79,10 @@ async def _session_spec(kind: str, tmp_path: Path, request: pytest.FixtureReques
         return StoreSpec("file", {"root": str(tmp_path / "sessions")})
     if kind == "fakeredis":
         return StoreSpec("fakeredis", {"server_id": uuid.uuid4().hex}, cross_process=False)
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster_handle")
+        namespace = f"hera-test-{uuid.uuid4().hex[:12]}"
+        return StoreSpec("redis", {"url": cluster.url, "namespace": namespace, "mode": "cluster"})
     url = request.getfixturevalue("redis_url")
     if url is None:
         unavailable("no Redis server reachable at HERA_TEST_REDIS_URL / 127.0.0.1:6379")
@@ -79,7 +96,9 @@ async def session_spec(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if spec.kind == "redis":
         from tests.support.redis_support import cleanup_namespace
 
-        await cleanup_namespace(spec.params["url"], spec.params["namespace"])
+        await cleanup_namespace(
+            spec.params["url"], spec.params["namespace"], mode=spec.params.get("mode", "standalone")
+        )
 
 
 def _blob_spec(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreSpec:

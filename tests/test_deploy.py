@@ -118,3 +118,8 @@ def test_nginx_passes_streamed_chat_replies_unbuffered() -> None:
     assert "proxy_buffering" not in locations["/"]  # everything else keeps nginx's buffering
     for directive in ("proxy_pass http://hera_api;", "proxy_http_version 1.1;"):
         assert directive in body
+
+
+def test_nginx_never_serves_the_metrics_from_outside() -> None:
+    locations = _nginx_locations((ROOT / "deploy" / "nginx.conf").read_text())
+    assert "return 404;" in locations["= /metrics"]

@@ -614,3 +614,29 @@ def test_serve_runs_the_api_on_the_given_port(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_serve_empties_the_metrics_directory_before_the_workers_start(
+    tmp_path: Path, use_env: UseEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stale per-process files of an earlier run would be added to every scrape."""
+    import uvicorn
+
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    (directory / "counter_1234.db").write_bytes(b"stale")
+    (directory / "keep.txt").write_text("not ours")
+    use_env(
+        Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            hera_data_dir=tmp_path / "data",
+            metrics_enabled=True,
+            prometheus_multiproc_dir=directory,
+        )
+    )
+    started: list[list[str]] = []
+    monkeypatch.setattr(
+        uvicorn, "run", lambda *a, **k: started.append(sorted(p.name for p in directory.iterdir()))
+    )
+    assert main(["serve", "--workers", "2"]) == 0
+    assert started == [["keep.txt"]]

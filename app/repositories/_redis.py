@@ -4,6 +4,7 @@ StoreUnavailable."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -64,7 +65,10 @@ def create_redis_client(
     }
     if target.mode == "cluster":
         # The client learns the slots from any node and follows MOVED / a promoted replica.
-        return RedisCluster.from_url(target.url, max_connections=max_connections, **timeouts)
+        cluster = _WaitingCluster.from_url(target.url, max_connections=max_connections, **timeouts)
+        assert isinstance(cluster, _WaitingCluster)  # from_url builds the class it is called on
+        cluster.gate = asyncio.Semaphore(max_connections)
+        return cluster
     if target.mode == "sentinel":
         from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -96,6 +100,19 @@ def create_redis_client(
         **timeouts,
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+class _WaitingCluster(RedisCluster):
+    """A RedisCluster whose commands wait for a connection, as the standalone pool does.
+    redis-py's Cluster raises MaxConnectionsError once a node's `max_connections` are all in
+    use; a burst of turns would then answer 503. A command holds one connection at a time, so
+    at most `max_connections` commands in flight keep every node's pool within its size."""
+
+    gate: asyncio.Semaphore
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
 
 
 def _url_options(url: str) -> dict[str, Any]:
