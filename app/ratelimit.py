@@ -25,7 +25,7 @@ from limits.aio.storage import (
 )
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.repositories._redis import TRANSIENT, RedisTarget, create_redis_client
+from app.repositories._redis import TRANSIENT, RedisTarget, create_redis_client, url_options
 from app.repositories.base import StoreUnavailable
 from app.settings import RATE_LIMIT_KINDS, Settings
 
@@ -110,6 +110,7 @@ def build_rate_limiter(settings: Settings, redis: RedisTarget | None = None) -> 
             implementation="redispy",
             key_prefix=prefix,
             use_replicas=False,
+            **url_options(redis.url),  # the master's password, database and TLS
         )
         return RateLimiter(SlidingWindowCounterRateLimiter(storage), rules)
     client = create_redis_client(redis, max_connections=settings.redis_max_connections)

@@ -25,6 +25,8 @@ import pytest
 
 from app.container import redis_target
 from app.main import create_app
+from app.ratelimit import build_rate_limiter
+from app.repositories._redis import create_redis_client
 from app.settings import Settings, SettingsError, load_settings
 from tests.api.scripted_user import SCRIPT
 from tests.support.polling import entered_in_thread, eventually
@@ -155,6 +157,36 @@ def test_a_good_sentinel_configuration_becomes_the_apps_redis_target(
     assert target.sentinel_master == "hera"
     assert list(target.sentinels) == [("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)]
     assert target.url == "redis://:secret@ignored:6379/3"  # its password and database
+
+
+async def test_the_masters_password_and_database_reach_both_sentinel_clients() -> None:
+    """REDIS_URL's password and database go to the master the sentinels name, for the
+    sessions' client and for the rate limiter's (read from the clients' connection options:
+    no connection is made)."""
+    settings = Settings(
+        _env_file=None,
+        redis_mode="sentinel",
+        redis_sentinels="127.0.0.1:1",
+        redis_sentinel_master="hera",
+        redis_url="redis://:s3cret@ignored:6379/3",
+        rate_limit_turns="10/minute",
+    )
+    target = redis_target(settings)
+    client = create_redis_client(target)
+    limiter = build_rate_limiter(settings, target)
+    assert limiter.strategy is not None
+    # `limits` keeps its master client as its redis-py bridge's `storage`.
+    limiter_master = limiter.strategy.storage.bridge.storage  # type: ignore[attr-defined]
+    try:
+        for options in (
+            client.connection_pool.connection_kwargs,
+            limiter_master.connection_pool.connection_kwargs,
+        ):
+            assert options["password"] == "s3cret"
+            assert options["db"] == 3
+    finally:
+        await client.aclose()
+        await limiter.aclose()
 
 
 # ------------------------------------------------------------------ failover

@@ -73,7 +73,7 @@ def create_redis_client(
         from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
         assert target.sentinel_master is not None  # settings validation
-        options = _url_options(target.url)
+        options = url_options(target.url)
         sentinel = Sentinel(
             list(target.sentinels),
             sentinel_kwargs={"socket_timeout": 0.75, "socket_connect_timeout": 0.75},
@@ -115,7 +115,7 @@ class _WaitingCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
 
-def _url_options(url: str) -> dict[str, Any]:
+def url_options(url: str) -> dict[str, Any]:
     """What REDIS_URL says besides the address: database, user, password, TLS."""
     from redis.asyncio.connection import parse_url
 
