@@ -22,8 +22,7 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
 from tests.api.images import jpeg_photo
 from tests.api.scripted_user import SCRIPT
+from tests.support.api import running_app
 from tests.support.polling import eventually, wait_until
 from tests.support.servers import (
     create_gcs_bucket,
@@ -54,16 +53,6 @@ START_SECONDS = 15.0
 
 
 # ------------------------------------------------------------------------------ helpers
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """One app instance (one set of store clients) for the whole test, driven over ASGI."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hera.test") as client:
-            yield client
-
-
 async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     # The outer bound only keeps a hang from hanging the suite; the assertion is on `elapsed`.

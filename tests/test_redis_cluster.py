@@ -19,7 +19,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ import httpx
 import pytest
 from redis.cluster import RedisCluster
 
-from app.main import create_app
 from app.repositories.base import SessionRepository
 from app.settings import Settings, SettingsError
 from tests.api.scripted_user import SCRIPT
@@ -37,6 +35,7 @@ from tests.contract import test_session_contract as session_contract
 from tests.contract import test_user_contract as user_contract
 from tests.reliability._journey import Spread, delete_everywhere, run_journey
 from tests.reliability._servers import HeraServer, hera_servers, server_env
+from tests.support.api import assert_200_or_store_unavailable, json_of, running_app
 from tests.support.polling import entered_in_thread, eventually
 from tests.support.redis_topologies import ClusterHandle, redis_cluster
 from tests.support.stores import StoreSpec, build_session_repo
@@ -259,30 +258,6 @@ def test_the_rate_limit_is_one_budget_for_both_processes_on_a_cluster(
 
 
 # ------------------------------------------------------------------ failover
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """One app instance (one set of store clients) for the whole test, driven over ASGI."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hera.test") as client:
-            yield client
-
-
-def _json_of(response: httpx.Response) -> Any:
-    assert response.status_code == 200, f"{response.request.url}: {response.text}"
-    return response.json()
-
-
-def assert_200_or_store_unavailable(response: httpx.Response, what: str) -> None:
-    if response.status_code == 200:
-        return
-    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].startswith("application/json"), what
-    body = response.json()
-    assert body["code"] == "store_unavailable" and body["store"] == "sessions", (what, body)
-
-
 def _replicated(node: Any) -> int:
     """WAIT on the master: how many replicas acknowledged every write so far."""
     with node.client() as client:
@@ -326,9 +301,9 @@ async def test_a_master_failover_answers_503_at_worst_and_recovers_without_a_res
         async with running_app(settings) as api:
             sid = _json_of_created(await api.post("/api/sessions"))
             for line in SCRIPT[:3]:
-                _json_of(await api.post(f"/api/sessions/{sid}/messages", json={"message": line}))
-            before = _json_of(await api.get(f"/api/sessions/{sid}/status"))
-            summary = _json_of(await api.get(f"/api/sessions/{sid}"))
+                json_of(await api.post(f"/api/sessions/{sid}/messages", json={"message": line}))
+            before = json_of(await api.get(f"/api/sessions/{sid}/status"))
+            summary = json_of(await api.get(f"/api/sessions/{sid}"))
             assert len(before["conversation_history"]) == 6 and before["user_profile"]
 
             meta_key = f"{namespace}:{{{sid}}}:meta"
@@ -337,8 +312,8 @@ async def test_a_master_failover_answers_503_at_worst_and_recovers_without_a_res
             # (CLUSTERDOWN) until the replica is promoted.
             others = await _sessions_on_the_other_masters(api, cluster, namespace, victim.port)
             other = others[0]
-            _json_of(await api.post(f"/api/sessions/{other}/messages", json={"message": "はい"}))
-            other_before = _json_of(await api.get(f"/api/sessions/{other}/status"))
+            json_of(await api.post(f"/api/sessions/{other}/messages", json={"message": "はい"}))
+            other_before = json_of(await api.get(f"/api/sessions/{other}/status"))
             assert await asyncio.to_thread(_replicated, victim) >= 1  # the replica has it all
             caplog.clear()
             victim.kill()
@@ -399,14 +374,14 @@ async def test_a_master_failover_answers_503_at_worst_and_recovers_without_a_res
             promoted = await asyncio.to_thread(cluster.master_of, meta_key)
             assert promoted.port != victim.port
             after = await api.get(f"/api/sessions/{sid}/status")
-            assert _json_of(after) == before  # what was replicated before the kill is there
-            assert _json_of(await api.get(f"/api/sessions/{sid}")) == summary
-            assert _json_of(await api.get(f"/api/sessions/{other}/status")) == other_before
+            assert json_of(after) == before  # what was replicated before the kill is there
+            assert json_of(await api.get(f"/api/sessions/{sid}")) == summary
+            assert json_of(await api.get(f"/api/sessions/{other}/status")) == other_before
             turn = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[3]})
-            history = _json_of(turn)["conversation_history"]
+            history = json_of(turn)["conversation_history"]
             assert history[:6] == before["conversation_history"] and len(history) == 8
             for new in created:  # a session made during the failover is whole
-                _json_of(await api.get(f"/api/sessions/{new}/status"))
+                json_of(await api.get(f"/api/sessions/{new}/status"))
             assert (await api.post("/api/sessions")).status_code == 201
 
             async def ready() -> bool:

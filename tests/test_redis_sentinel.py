@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from app.container import redis_target
-from app.main import create_app
 from app.ratelimit import build_rate_limiter
 from app.repositories._redis import create_redis_client
 from app.settings import Settings, SettingsError, load_settings
 from tests.api.scripted_user import SCRIPT
+from tests.support.api import assert_200_or_store_unavailable, json_of, running_app
 from tests.support.polling import entered_in_thread, eventually
 from tests.support.redis_topologies import redis_sentinel
 
@@ -190,30 +186,6 @@ async def test_the_masters_password_and_database_reach_both_sentinel_clients() -
 
 
 # ------------------------------------------------------------------ failover
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """One app instance (one set of store clients) for the whole test, driven over ASGI."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hera.test") as client:
-            yield client
-
-
-def _json_of(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
-
-
-def assert_200_or_store_unavailable(response: httpx.Response, what: str) -> None:
-    if response.status_code == 200:
-        return
-    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].startswith("application/json"), what
-    body = response.json()
-    assert body["code"] == "store_unavailable" and body["store"] == "sessions", (what, body)
-
-
 @pytest.mark.slow
 async def test_a_sentinel_failover_is_followed_within_15_s_with_the_replicated_data(
     tmp_path: Path,
@@ -234,13 +206,13 @@ async def test_a_sentinel_failover_is_followed_within_15_s_with_the_replicated_d
             rate_limit_sessions="1000/minute",
         )
         async with running_app(settings) as api:
-            sid = _json_of(await api.post("/api/sessions"), 201)["session_id"]
+            sid = json_of(await api.post("/api/sessions"), 201)["session_id"]
             for line in SCRIPT[:3]:
-                _json_of(await api.post(f"/api/sessions/{sid}/messages", json={"message": line}))
-            before = _json_of(await api.get(f"/api/sessions/{sid}/status"))
-            summary = _json_of(await api.get(f"/api/sessions/{sid}"))
+                json_of(await api.post(f"/api/sessions/{sid}/messages", json={"message": line}))
+            before = json_of(await api.get(f"/api/sessions/{sid}/status"))
+            summary = json_of(await api.get(f"/api/sessions/{sid}"))
             assert len(before["conversation_history"]) == 6 and before["user_profile"]
-            assert _json_of(await api.get("/api/ready"))["status"] == "ok"
+            assert json_of(await api.get("/api/ready"))["status"] == "ok"
 
             def replicated() -> int:
                 with deployment.master.client() as client:
@@ -267,11 +239,11 @@ async def test_a_sentinel_failover_is_followed_within_15_s_with_the_replicated_d
 
             port = await asyncio.to_thread(deployment.current_master_port)
             assert port == deployment.replica.port  # the replica was promoted ...
-            after = _json_of(await api.get(f"/api/sessions/{sid}/status"))
+            after = json_of(await api.get(f"/api/sessions/{sid}/status"))
             assert after == before  # ... with every turn written before the kill
-            assert _json_of(await api.get(f"/api/sessions/{sid}")) == summary
+            assert json_of(await api.get(f"/api/sessions/{sid}")) == summary
             turn = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[3]})
-            history = _json_of(turn)["conversation_history"]
+            history = json_of(turn)["conversation_history"]
             assert history[:6] == before["conversation_history"] and len(history) == 8
             with deployment.replica.client() as promoted:  # written on the new master
                 assert await asyncio.to_thread(promoted.exists, f"hera-sentinel:{{{sid}}}:meta")
@@ -283,7 +255,7 @@ async def test_a_sentinel_failover_is_followed_within_15_s_with_the_replicated_d
                 return response.status_code == 200
 
             await eventually(ready, within=FOLLOW_SECONDS, what="/api/ready answering 200")
-            assert _json_of(await api.get("/api/ready"))["checks"] == {
+            assert json_of(await api.get("/api/ready"))["checks"] == {
                 "sessions": "ok",
                 "blobs": "ok",
                 "users": "ok",
