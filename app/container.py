@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 
 from app.agents.brains import FamilyBrain, ImageBrain, InterviewBrain
@@ -247,8 +248,12 @@ async def build_brains(
     from app.brains.offline.family import OfflineFamilyBrain
     from app.brains.offline.images import OfflineImageBrain
     from app.brains.offline.interview import OfflineInterviewBrain
+    from app.brains.offline.japanese import JapaneseAnalyser
 
-    return Brains(OfflineInterviewBrain(), OfflineFamilyBrain(), OfflineImageBrain())
+    # One analyser (its dictionary) per process, shared by every session.
+    analyser = await anyio.to_thread.run_sync(JapaneseAnalyser.load)
+    stack.callback(analyser.close)
+    return Brains(OfflineInterviewBrain(analyser), OfflineFamilyBrain(), OfflineImageBrain())
 
 
 def build_observer(settings: Settings, stack: AsyncExitStack, tracer: Any = None) -> Observer:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import re
 from typing import Any
 
@@ -17,6 +19,7 @@ from app.brains.offline.interview import (
     parse_message,
     topic_of_question,
 )
+from app.brains.offline.japanese import JapaneseAnalyser
 from app.domain.profile import Profile
 
 JSON = dict[str, Any]
@@ -27,8 +30,23 @@ SINGLE_BASICS: JSON = {"age": 30, "gender": "女性", "relationship_status": "si
 MARRIED_BASICS: JSON = {"age": 40, "gender": "男性", "relationship_status": "married"}
 
 
+@functools.cache
+def analyser() -> JapaneseAnalyser:
+    """One analyser for this test process, as the app has one per process."""
+    return JapaneseAnalyser.load()
+
+
+def brain() -> OfflineInterviewBrain:
+    return OfflineInterviewBrain(analyser())
+
+
 def parse(message: str, topic: str | None = None, sub: str | None = None, **profile: Any) -> JSON:
-    return parse_message(message, profile=Profile.from_untrusted(profile), topic=Topic(topic, sub))
+    return parse_message(
+        message,
+        profile=Profile.from_untrusted(profile),
+        topic=Topic(topic, sub),
+        analyser=analyser(),
+    )
 
 
 def missing(profile: JSON) -> list[str]:
@@ -144,7 +162,7 @@ SCRIPTS = {
 async def test_a_scripted_japanese_user_completes_the_profile_in_at_most_eight_turns(
     script: list[str],
 ) -> None:
-    session = await run_interview(OfflineInterviewBrain(), script)
+    session = await run_interview(brain(), script)
     profile, turns = session.profile, session.turns
 
     assert missing(profile) == []
@@ -155,9 +173,7 @@ async def test_a_scripted_japanese_user_completes_the_profile_in_at_most_eight_t
 
 
 async def test_the_scripted_single_user_ends_with_the_profile_she_described() -> None:
-    session = await run_interview(
-        OfflineInterviewBrain(), SCRIPTS["single woman, one topic per answer"]
-    )
+    session = await run_interview(brain(), SCRIPTS["single woman, one topic per answer"])
     profile = session.profile
 
     assert profile["age"] == 32
@@ -187,6 +203,28 @@ def test_a_bare_number_is_an_age_only_after_the_age_question() -> None:
 def test_a_childs_or_partners_age_is_not_taken_for_the_users() -> None:
     assert "age" not in parse("5歳の娘がいます")
     assert parse("妻は30歳、私は32歳です")["age"] == 32
+
+
+@pytest.mark.parametrize(
+    "message", ["父は60歳です", "母が55歳で、まだ元気です", "友達の年齢は30歳"]
+)
+def test_a_relatives_or_friends_age_is_not_taken_for_the_users(message: str) -> None:
+    assert "age" not in parse(message)
+    assert parse(f"私は32歳です。{message}")["age"] == 32
+
+
+def test_an_age_bracket_is_not_an_age() -> None:
+    assert "age" not in parse("30代です", "basics")
+    assert "age" not in parse("30代の男性です")
+    assert parse("30です", "basics") == {"age": 30}
+
+
+@pytest.mark.parametrize(
+    ("message", "status"),
+    [("先月結婚したばかりです", "married"), ("早く結婚したいです", None), ("結婚したら…", None)],
+)
+def test_a_wedding_told_in_the_past_means_married(message: str, status: str | None) -> None:
+    assert parse(message).get("relationship_status") == status
 
 
 @pytest.mark.parametrize(
@@ -437,13 +475,13 @@ def test_a_message_with_nothing_recognisable_extracts_nothing() -> None:
 
 # --- short answers in context -----------------------------------------------------------
 async def test_short_answers_are_read_in_the_light_of_the_last_hera_question() -> None:
-    brain = OfflineInterviewBrain()
+    shared_brain = brain()
 
     async def answer(question_field: str, message: str, profile: JSON) -> JSON:
         known = Profile.from_untrusted(profile)
         question = compose_reply({}, known, [question_field])
         history = [{"speaker": "hera", "message": question, "timestamp": "t"}]
-        turn = await brain.interview_turn(
+        turn = await shared_brain.interview_turn(
             profile=known, history=history, message=message, missing_fields=missing(profile)
         )
         return turn.extracted
@@ -470,7 +508,7 @@ async def test_short_answers_are_read_in_the_light_of_the_last_hera_question() -
 async def test_the_last_hera_question_wins_over_the_first_missing_field() -> None:
     history = [{"speaker": "hera", "message": "どちらにお住まいですか？", "timestamp": "t"}]
 
-    turn = await OfflineInterviewBrain().interview_turn(
+    turn = await brain().interview_turn(
         profile=Profile(), history=history, message="つくば", missing_fields=missing({})
     )
 
@@ -478,7 +516,7 @@ async def test_the_last_hera_question_wins_over_the_first_missing_field() -> Non
 
 
 async def test_the_first_missing_field_gives_the_context_before_hera_has_asked() -> None:
-    turn = await OfflineInterviewBrain().interview_turn(
+    turn = await brain().interview_turn(
         profile=Profile.from_untrusted(SINGLE_BASICS),
         history=[],
         message="福岡",
@@ -519,10 +557,10 @@ def test_a_question_about_one_partner_detail_is_recognised_as_that_detail() -> N
 
 # --- replies ----------------------------------------------------------------------------
 async def test_the_reply_asks_about_the_first_missing_field() -> None:
-    brain = OfflineInterviewBrain()
+    shared_brain = brain()
     profile = dict(SINGLE_BASICS)
 
-    turn = await brain.interview_turn(
+    turn = await shared_brain.interview_turn(
         profile=Profile.from_untrusted(profile),
         history=[],
         message="よろしくお願いします",
@@ -535,10 +573,10 @@ async def test_the_reply_asks_about_the_first_missing_field() -> None:
 
 
 async def test_age_gender_and_status_are_asked_in_one_question() -> None:
-    first = await OfflineInterviewBrain().interview_turn(
+    first = await brain().interview_turn(
         profile=Profile(), history=[], message="こんにちは", missing_fields=missing({})
     )
-    after_age = await OfflineInterviewBrain().interview_turn(
+    after_age = await brain().interview_turn(
         profile=Profile(), history=[], message="32歳の女性です", missing_fields=missing({})
     )
 
@@ -559,7 +597,7 @@ async def test_the_reply_says_all_is_collected_and_asks_nothing_when_complete() 
         "ideal_partner": {"name": "花子", "temperament": "優しい", "appearance": "黒髪"},
     }
 
-    turn = await OfflineInterviewBrain().interview_turn(
+    turn = await brain().interview_turn(
         profile=Profile.from_untrusted(profile),
         history=[],
         message="娘のさくら",
@@ -574,9 +612,9 @@ async def test_the_reply_says_all_is_collected_and_asks_nothing_when_complete() 
 # --- no state, no mutation, fast ----------------------------------------------------------
 async def test_one_brain_shared_by_interleaved_sessions_answers_like_separate_brains() -> None:
     scripts = list(SCRIPTS.values())[:3]
-    separate = [await run_interview(OfflineInterviewBrain(), script) for script in scripts]
+    separate = [await run_interview(brain(), script) for script in scripts]
 
-    shared = OfflineInterviewBrain()
+    shared = brain()
     sessions = [Session() for _ in scripts]
     for step in range(max(map(len, scripts))):  # turn 1 of each session, then turn 2 ...
         for session, script in zip(sessions, scripts, strict=True):
@@ -593,8 +631,239 @@ async def test_the_brain_leaves_its_inputs_untouched() -> None:
     history = [{"speaker": "hera", "message": "お子さまについて教えてください。", "timestamp": "t"}]
     before = copy.deepcopy((profile.stored(), history))
 
-    await OfflineInterviewBrain().interview_turn(
+    await brain().interview_turn(
         profile=profile, history=history, message="ひとみは女の子", missing_fields=["children_info"]
     )
 
     assert (profile.stored(), history) == before
+
+
+# --- reading real Japanese (issue 17) ---------------------------------------------------------
+def test_a_place_after_a_number_is_read_without_the_numbers_tail() -> None:
+    extracted = parse("貯金は200万で品川区に住んでる")
+
+    assert extracted == {"location": "品川区"}
+
+
+async def test_the_reply_repeats_only_the_place_that_was_stored() -> None:
+    turn = await brain().interview_turn(
+        profile=Profile.from_untrusted(SINGLE_BASICS),
+        history=[],
+        message="貯金は200万で品川区に住んでる",
+        missing_fields=missing(SINGLE_BASICS),
+    )
+
+    assert "品川区にお住まい" in turn.reply
+    assert "万で" not in turn.reply
+
+
+async def test_an_uncertain_place_is_asked_back_and_stored_only_once_confirmed() -> None:
+    session = Session()
+    session.typed = Profile.from_untrusted(SINGLE_BASICS)
+    shared = brain()
+
+    await session.say(shared, "梅田に住んでる")
+    await session.say(shared, "はい、そうです")
+
+    first, second = session.turns
+    assert "location" not in first.extracted
+    assert "「梅田」でよろしいですか" in first.reply
+    assert second.extracted.get("location") == "梅田"
+
+
+@pytest.mark.parametrize(
+    ("message", "face"),
+    [
+        ("相手の顔の特徴は、切れ長の目です", "切れ長の目"),
+        ("見た目は、黒髪のショートで目がぱっちりしてる人", "黒髪のショートで目がぱっちりしてる人"),
+    ],
+)
+def test_a_face_description_keeps_no_grammar_around_it(message: str, face: str) -> None:
+    assert parse(message, "partner_face_description")["partner_face_description"] == face
+
+
+@pytest.mark.parametrize(
+    ("message", "genders"),
+    [
+        ("子ども3人（男2女1）", ["男の子", "男の子", "女の子"]),
+        ("子供は二人、男女一人ずつ", ["男の子", "女の子"]),
+        ("息子が二人と娘が一人いたら楽しそう", ["男の子", "男の子", "女の子"]),
+        ("3人の娘がいたらにぎやか", ["女の子", "女の子", "女の子"]),
+        ("双子の女の子が夢です", ["女の子", "女の子"]),
+    ],
+)
+def test_children_given_as_a_count_with_genders_become_one_child_each(
+    message: str, genders: list[str]
+) -> None:
+    children = parse(message, "children_info")["children_info"]
+
+    assert [c["desired_gender"] for c in children] == genders
+
+
+@pytest.mark.parametrize(
+    ("message", "trait", "high"),
+    [
+        ("頑張り屋です", "conscientiousness", True),
+        ("マイペースです", "agreeableness", False),
+        ("人見知りです", "extraversion", False),
+        ("ポジティブです", "neuroticism", False),
+        ("きちょうめんってよく言われる", "conscientiousness", True),
+        ("寂しがり屋です", "neuroticism", True),
+    ],
+)
+def test_everyday_self_descriptions_give_big_five_scores(
+    message: str, trait: str, high: bool
+) -> None:
+    traits = parse(message, "user_personality_traits")["user_personality_traits"]
+
+    assert (traits[trait] > 0.5) is high
+
+
+@pytest.mark.parametrize(
+    ("message", "age"),
+    [("三十二歳です", 32), ("３２歳です", 32), ("四十五歳の男性", 45), ("33さいです", 33)],
+)
+def test_kanji_and_full_width_ages_are_read(message: str, age: int) -> None:
+    assert parse(message)["age"] == age
+
+
+def test_a_kanji_number_inside_a_word_is_not_a_number() -> None:
+    assert parse("一人暮らしです") == {"lifestyle": "一人暮らし"}
+
+
+@pytest.mark.parametrize(
+    ("known", "message", "field", "value"),
+    [
+        ({"location": "東京"}, "やっぱり大阪に引っ越しました", "location", "大阪"),
+        ({"income_range": "500万円"}, "年収は600万に上がりました", "income_range", "600万円"),
+        ({"age": 32}, "ごめんなさい、32歳じゃなくて33歳でした", "age", 33),
+        (
+            {"income_range": "400万円"},
+            "年収は去年までは400万でしたが、今は520万です",
+            "income_range",
+            "520万円",
+        ),
+        (
+            {"location": "東京"},
+            "以前は東京に住んでいましたが、今は福岡に住んでいます",
+            "location",
+            "福岡",
+        ),
+    ],
+)
+async def test_a_correction_replaces_the_stored_value(
+    known: JSON, message: str, field: str, value: object
+) -> None:
+    profile = {**SINGLE_BASICS, **known}
+    session = Session()
+    session.typed = Profile.from_untrusted(profile)
+
+    await session.say(brain(), message)
+
+    assert session.profile[field] == value
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["東京には住んでいません", "東京に住んでないです", "昔、仙台に住んでいたことがあります"],
+)
+def test_a_denied_or_past_residence_is_never_stored(message: str) -> None:
+    assert "location" not in parse(message, "location")
+
+
+def test_a_denied_place_gives_way_to_the_place_that_is_meant() -> None:
+    assert parse("東京じゃなくて、横浜に住んでます")["location"] == "横浜"
+
+
+async def test_an_unanswered_question_is_not_repeated_word_for_word() -> None:
+    session = Session()
+    shared = brain()
+    chatter = [
+        "こんにちは",
+        "今日は雨ですね",
+        "趣味はカメラです",
+        "よろしくね",
+        "うーん",
+        "そうですね",
+    ]
+
+    for message in chatter:
+        await session.say(shared, message)
+
+    questions = [_question_of(t.reply) for t in session.turns]
+    topics = [topic_of_question(t.reply).field for t in session.turns]
+    assert all(a != b for a, b in itertools.pairwise(questions)), questions
+    assert len(set(topics)) > 1  # it moved on to another missing item
+    assert topics.count("basics") >= 2  # and came back to the first
+
+
+async def test_after_setting_a_question_aside_hera_comes_back_in_other_words() -> None:
+    session = Session()
+    shared = brain()
+
+    for message in ["こんにちは", "うーん、どうしようかな", "東京に住んでいます"]:
+        await session.say(shared, message)
+
+    first, aside, back = (t.reply for t in session.turns)
+    assert topic_of_question(first).field == "basics"
+    assert topic_of_question(aside).field == "location"
+    assert "また後で" in aside
+    assert topic_of_question(back).field == "basics"
+    assert _question_of(first) != _question_of(back)
+
+
+async def test_news_about_something_else_gets_the_same_question_in_other_words() -> None:
+    session = Session()
+    shared = brain()
+
+    for message in ["こんにちは", "趣味は映画です"]:
+        await session.say(shared, message)
+
+    first, again = (t.reply for t in session.turns)
+    assert topic_of_question(again).field == topic_of_question(first).field == "basics"
+    assert "趣味は映画" in again
+    assert _question_of(first) != _question_of(again)
+
+
+def _question_of(reply: str) -> str:
+    """The question sentence of a reply (after the thanks and acknowledgements)."""
+    sentences = [s for s in re.split(r"(?<=[。？])", reply) if s]
+    return next(s for s in sentences if "？" in s or "教えて" in s or "聞かせ" in s)
+
+
+async def test_long_messages_are_analysed_off_the_event_loop() -> None:
+    import threading
+
+    threads: list[int] = []
+
+    class Recording(JapaneseAnalyser):
+        __slots__ = ()
+
+        def analyse(self, text: str) -> Any:
+            threads.append(threading.get_ident())
+            return super().analyse(text)
+
+    recording = Recording(analyser()._dictionary)  # the same dictionary, observed
+    long = "私は東京に住んでいる会社員で、休日は写真を撮りに出かけるのが好きです。" * 6
+
+    await OfflineInterviewBrain(recording).interview_turn(
+        profile=Profile(), history=[], message=long, missing_fields=missing({})
+    )
+    await OfflineInterviewBrain(recording).interview_turn(
+        profile=Profile(), history=[], message="32歳です", missing_fields=missing({})
+    )
+
+    assert threads[0] != threading.get_ident()
+    assert threads[1] == threading.get_ident()
+
+
+def test_importing_the_app_loads_no_dictionary() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, app.main; print('sudachipy' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert result.stdout.strip() == "False"

@@ -1,25 +1,35 @@
 """Offline Hera: a deterministic, rule-based Japanese interview brain (no network, no state).
 
-A message is cut into clauses and each clause is attributed to the user, the partner or a
-child (explicit markers such as 私/妻/娘 first, else the previous clause, else the topic of
-Hera's last question); small pattern rules per field then read those clauses. The last
-question also gives short answers ("32", "花子です") their meaning. Vocabulary and patterns
-live in `interview_lexicon.py`.
+A message is analysed into morphemes (`japanese.py`, SudachiPy), cut into clauses, and each
+clause is attributed to the user, the partner or a child (explicit markers such as 私/妻/娘
+first, else the previous clause, else the topic of Hera's last question). Numbers, places
+and child counts are read from the morphemes (`readings.py`); words and names by the patterns
+of `interview_lexicon.py`. The last question also gives short answers ("32", "花子です")
+their meaning, and a place Hera is unsure of is asked back before it is stored.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal
+
+import anyio
 
 from app.agents.brains import InterviewTurn, JSONDict, TextSink
 from app.brains.offline import interview_lexicon as lx
+from app.brains.offline import readings as rd
+from app.brains.offline.japanese import JapaneseAnalyser, Morpheme
 from app.brains.pieces import stream_text
 from app.domain.profile import PARTNER_KEYS, Partner, Profile, partner_key, present
 
 Subject = Literal["user", "partner", "child"]
 BASICS: Final = ("age", "gender", "relationship_status")  # asked together, in one question
+# Longer messages are parsed on a worker thread: past this length a turn costs over ~1 ms
+# of CPU (bench/offline_analyser_cost.py).
+THREAD_FROM_CHARS: Final = 150
+BREAK: Final = Morpheme("。", ("補助記号", "句点", "*", "*", "*", "*"), "。", "。")
 
 
 # --- what Hera asked last --------------------------------------------------------------
@@ -27,6 +37,7 @@ BASICS: Final = ("age", "gender", "relationship_status")  # asked together, in o
 class Topic:
     field: str | None  # "basics", "partner", another profile field, or None when unknown
     partner_sub: str | None = None  # "name" | "temperament" | "appearance" when asked alone
+    pending: str | None = None  # a value Hera asked the person to confirm (「天神」でよろしい?)
 
 
 def asked_topic(history: list[JSONDict], missing_fields: list[str]) -> Topic:
@@ -43,20 +54,54 @@ def topic_of_question(text: str) -> Topic:
     sentences = re.split(r"(?<=[。!?！？])", text)
     start = next((i for i, s in enumerate(sentences) if re.search(r"[?？]|教えて|聞かせ", s)), 0)
     question = "".join(sentences[start:])
-    for field, markers in lx.TOPIC_MARKERS:
+    pending = m[1] if (m := lx.CONFIRM.search(question)) else None
+    for name, markers in lx.TOPIC_MARKERS:
         if any(m in question for m in markers):
             subs = [s for s, ms in lx.PARTNER_SUB_MARKERS if any(m in question for m in ms)]
-            return Topic(field, subs[0] if field == "partner" and len(subs) == 1 else None)
+            return Topic(name, subs[0] if name == "partner" and len(subs) == 1 else None, pending)
     return Topic(None)
 
 
+def topic_key(name: str) -> str:
+    """The question a missing field is asked in: basics and the partners share one."""
+    return "basics" if name in BASICS else "partner" if name in PARTNER_KEYS else name
+
+
 # --- clauses ---------------------------------------------------------------------------
-def _clauses(text: str, default: Subject) -> dict[Subject, list[str]]:
-    out: dict[Subject, list[str]] = {"user": [], "partner": [], "child": []}
-    current = default
-    for clause in filter(None, (c.strip(" 、,") for c in lx.CLAUSE_BREAK.split(text))):
-        current = _subject(clause) or current
-        out[current].append(clause)
+@dataclass(slots=True)
+class Part:
+    """The clauses about one person: their text (joined by 。) and their morphemes."""
+
+    clauses: list[str] = field(default_factory=list)
+    tokens: list[Morpheme] = field(default_factory=list)
+    by_clause: list[list[Morpheme]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "。".join(self.clauses)
+
+
+def _clauses(text: str, tokens: Sequence[Morpheme], default: Subject) -> dict[Subject, Part]:
+    out: dict[Subject, Part] = {"user": Part(), "partner": Part(), "child": Part()}
+    current, start, first = default, 0, 0
+    for cut in [*lx.CLAUSE_BREAK.finditer(text), None]:
+        end = cut.start() if cut else len(text)
+        raw = text[start:end]
+        clause = raw.strip(" 、,")
+        if clause:
+            offset = start + raw.index(clause)
+            current = _subject(clause) or current
+            part = out[current]
+            while first < len(tokens) and tokens[first].begin < offset:
+                first += 1
+            last = first
+            while last < len(tokens) and tokens[last].begin < offset + len(clause):
+                last += 1
+            mine = list(tokens[first:last])
+            part.clauses.append(clause)
+            part.tokens += [*mine, BREAK]
+            part.by_clause.append(mine)
+        start = cut.end() if cut else len(text)
     return out
 
 
@@ -78,37 +123,71 @@ def _subject(clause: str) -> Subject | None:
 
 
 # --- fields ----------------------------------------------------------------------------
-def parse_message(message: str, *, profile: Profile, topic: Topic) -> JSONDict:
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    fields: JSONDict  # what the message says, each value as the profile would store it
+    unsure: dict[str, str]  # readings to confirm before storing them (field -> value)
+
+
+def parse_message(
+    message: str, *, profile: Profile, topic: Topic, analyser: JapaneseAnalyser
+) -> JSONDict:
     """The profile fields recognised in `message` (only those), given what Hera asked last."""
-    text = lx.normalise(message)
+    return read_message(message, profile=profile, topic=topic, analyser=analyser).fields
+
+
+def read_message(
+    message: str, *, profile: Profile, topic: Topic, analyser: JapaneseAnalyser
+) -> Parsed:
+    text = lx.nfkc(message)
+    tokens = analyser.analyse(text)
     # A clause naming nobody is about whoever Hera's question was about.
     default: Subject = "child" if topic.field == "children_info" else "user"
     if topic.field in ("partner", "partner_face_description"):
         default = "partner"
-    about = _clauses(text, default)
-    user = "。".join(about["user"])
+    about = _clauses(text, tokens, default)
+    user = about["user"]
+    # Where the person lives and earns: every clause except those about the partner alone.
+    own = [m for c, ms in _all_clauses(about) if not lx.PARTNER_TOPIC.match(c) for m in ms]
     out: JSONDict = {}
-    _put(out, "age", _age(user, topic.field == "basics"))
-    genders = [(m.start(), g) for g, p in lx.GENDER_PATTERNS if (m := p.search(user))]
+    unsure: dict[str, str] = {}
+    _put(out, "age", rd.age(user.tokens, asked=topic.field == "basics"))
+    # Gender and status words may be spelt in kana (おんな, どくしん): read the normal spelling.
+    said = rd.variant_text(user.tokens)
+    genders = [(m.start(), g) for g, p in lx.GENDER_PATTERNS if (m := p.search(said))]
     _put(out, "gender", min(genders)[1] if genders else None)
-    status = next((value for value, p in lx.STATUS_PATTERNS if p.search(text)), None)
+    spelt = rd.variant_text(tokens)
+    status = next((value for value, p in lx.STATUS_PATTERNS if p.search(spelt)), None)
     _put(out, "relationship_status", status)
     if topic.field == "basics" and "その他" in text:  # answers whichever is still open
         gender_open = not profile.gender and "gender" not in out
         out.setdefault(*(("gender", "その他") if gender_open else ("relationship_status", "other")))
-    _put(out, "location", _location(text, topic.field == "location"))
-    _put(out, "income_range", _income(text, topic.field == "income_range"))
-    _put(out, "user_personality_traits", _traits(user))
-    _put(out, "interests", _hobbies(user))
-    _put(out, "lifestyle", "、".join(_words(user, lx.LIFESTYLE)))
+    asked_place = topic.field == "location"
+    if asked_place and topic.pending and lx.YES.search(text) and not lx.NO.search(text):
+        out["location"] = topic.pending  # "はい" to 「天神」でよろしいですか
+    elif place := rd.location(own, asked=asked_place, text=text):
+        (out if place.sure else unsure)["location"] = place.value
+    _put(out, "income_range", rd.income(own, asked=topic.field == "income_range", text=text))
+    _put(out, "user_personality_traits", _traits(user.text, said))
+    _put(out, "interests", _hobbies(user.text))
+    _put(out, "lifestyle", "、".join(_words(user.text, lx.LIFESTYLE)))
     key = partner_key(out.get("relationship_status", profile.relationship_status))
-    partner, face = _partner(about["partner"], topic, getattr(profile, key) or Partner())
+    partner, face = _partner(about["partner"], topic, getattr(profile, key) or Partner(), profile)
     _put(out, key, partner)
     _put(out, "partner_face_description", face)
     known = [c.model_dump(exclude_none=True) for c in profile.children_info or []]
-    children = _children("。".join(about["child"]), topic, known)
-    _put(out, "children_info", children)
-    return out
+    _put(out, "children_info", _children(about["child"], topic, known))
+    return Parsed(out, unsure)
+
+
+def _all_clauses(about: dict[Subject, Part]) -> list[tuple[str, list[Morpheme]]]:
+    pairs = [
+        (c.begin, clause, ms)
+        for part in about.values()
+        for clause, ms in zip(part.clauses, part.by_clause, strict=True)
+        for c in ms[:1]
+    ]
+    return [(clause, [*ms, BREAK]) for _, clause, ms in sorted(pairs, key=lambda p: p[0])]
 
 
 def _put(out: JSONDict, key: str, value: object) -> None:
@@ -116,78 +195,42 @@ def _put(out: JSONDict, key: str, value: object) -> None:
         out[key] = value
 
 
-def _age(user: str, asked: bool) -> int | None:
-    if m := lx.AGE.search(user):
-        age = int(m[1] or m[2])
-    elif asked and (m := lx.LONE_NUMBER.search(user)):
-        age = int(m[1])
-    else:
-        return None
-    return age if 0 < age < 130 else None
-
-
-def _location(text: str, asked: bool) -> str | None:
-    for m in lx.RESIDENCE.finditer(text):
-        raw = m["place"] or m["after"]
-        if known := lx.PLACE.search(raw):
-            return known["place"]
-        raw = lx.RESIDENCE_NOISE.sub("", re.split(r"[はがも、 ]", raw)[-1])
-        if raw and not lx.NOT_A_PLACE.search(raw):
-            return dict(lx.LOCATION_ALIASES).get(raw, raw)
-    if alias := next((place for word, place in lx.LOCATION_ALIASES if word in text), None):
-        return alias
-    if not asked:
-        return None
-    if known := lx.PLACE.search(text):
-        return known["place"]
-    bare = lx.TAIL.sub("", text)
-    if lx.NOT_AN_ANSWER.search(text) or not re.fullmatch(f"{lx.NAME_CHAR}{{1,10}}", bare):
-        return None
-    return bare
-
-
-def _income(text: str, asked: bool) -> str | None:
-    if asked and lx.INCOME_PRIVATE.search(text):
-        return "非公開"
-    keyword = asked or lx.INCOME_WORDS.search(text) is not None
-    for m in lx.MONEY.finditer(text):
-        before = text[max(0, m.start() - 8) : m.start()]
-        if lx.INCOME_NOT.search(before) or text.startswith("の", m.end()):
-            continue  # savings, loans, prices: not an income
-        if keyword or m[4]:
-            amount = f"{m[1]}〜{m[2]}" if m[1] else m[2]
-            return f"{'月収' if '月収' in before else ''}{amount}{m[3]}円{m[5] or ''}"
-    if asked and (lone := lx.LONE_NUMBER.search(text)) and int(lone[1]) >= 100:
-        return f"{lone[1]}万円"  # a bare number after the income question means 万円
-    return None
-
-
-def _traits(text: str) -> dict[str, float]:
+def _traits(text: str, variant: str = "") -> dict[str, float]:
+    """Big Five scores from self-descriptions; `variant` is the text with kana-spelled words
+    in their normal spelling (きちょうめん), read for the words the text itself lacks."""
     scores: dict[str, list[float]] = {}
     for word, trait, score in lx.TRAIT_KEYWORDS:
-        for m in re.finditer(re.escape(word), text):
-            if text.startswith(lx.LOOKS, m.end()):
+        source = text if word in text else variant if word in variant else ""
+        if not source:
+            continue
+        for m in re.finditer(re.escape(word), source):
+            text_ = source
+            if text_.startswith(lx.LOOKS, m.end()) or lx.TRAIT_NOT_AFTER.match(text_, m.end()):
                 continue
-            before, value = text[max(0, m.start() - 5) : m.start()], score
+            before, value = text_[max(0, m.start() - 5) : m.start()], score
             if lx.INTENSIFIER.search(before):
                 value = 0.5 + (score - 0.5) * 1.25
             elif lx.SOFTENER.search(before):
                 value = 0.5 + (score - 0.5) * 0.6
-            if lx.NEGATION.match(text, m.end()):
+            if lx.NEGATION.match(text_, m.end()):
                 value = 1 - value
             scores.setdefault(trait, []).append(min(0.95, max(0.05, value)))
     return {t: round(sum(v) / len(v), 2) for t, v in scores.items()}
 
 
-def _words(text: str, table: lx.Stems) -> list[str]:
-    """Canonical words whose stems occur (not negated, not "…そう"), in order of appearance."""
+def _words(text: str, table: lx.Stems, *, looks: bool = False) -> list[str]:
+    """Canonical words whose stems occur (not negated, not "…そう"), in order of appearance;
+    with `looks`, not those describing a face either (優しい顔)."""
     found = []
     for canonical, stems in table:
         starts = [
             m.start()
             for s in stems
+            if s in text
             for m in re.finditer(re.escape(s), text)
-            if not lx.NEGATION.match(text, m.end()) and not text.startswith(lx.LOOKS, m.end())
+            if not lx.NEGATION.match(text, m.end())
+            and not text.startswith(lx.LOOKS, m.end())
+            and not (looks and lx.LOOK_NOUN.match(text, m.end()))
         ]
         if starts:
             found.append((min(starts), canonical))
@@ -230,17 +273,27 @@ def clean_name(raw: str) -> str | None:
     return None if any(w in name for w in lx.DESCRIPTIVE) else name
 
 
-def _partner(clauses: list[str], topic: Topic, have: Partner) -> tuple[JSONDict, str]:
-    text = "。".join(clauses)
+def _partner(part: Part, topic: Topic, have: Partner, profile: Profile) -> tuple[JSONDict, str]:
+    text = part.text
     if not text:
         return {}, ""
-    found = (m[1] for p in (lx.NAME_IS, lx.NAME_OF, lx.HONORIFIC) for m in p.finditer(text))
+    patterns = (lx.NAME_IS, lx.NAME_OF, lx.NAME_SAID, lx.HONORIFIC)
+    found = (m[1] for p in patterns for m in p.finditer(text))
     name = next(filter(None, map(clean_name, found)), None)
-    temperament, appearance = _words(text, lx.TEMPERAMENT), _words(text, lx.APPEARANCE)
-    described = _describe(clauses)
+    name = name or next(filter(None, map(clean_name, _given_names(part.tokens))), None)
+    temperament = _words(text, lx.TEMPERAMENT, looks=True)
+    appearance = _words(text, lx.APPEARANCE)
+    described = _describe(part.by_clause)
     # Asked about the face, the whole answer describes it; otherwise only clauses naming 目/髪...
+    # (once a face is known, only a clause naming the face itself changes it).
     asked_face = topic.field == "partner_face_description"
-    face = described if asked_face else _describe([c for c in clauses if lx.FACE_WORDS.search(c)])
+    words = lx.FACE_WORDS if not present(profile.partner_face_description) else lx.FACE_ITSELF
+    if asked_face:  # unless it says nothing of looks, or speaks of a character instead
+        character = "性格" in text and not lx.FACE_WORDS.search(text) and not appearance
+        face = "" if lx.NO_PREFERENCE.search(text) or character else described
+    else:
+        pairs = zip(part.clauses, part.by_clause, strict=True)
+        face = _describe([ms for c, ms in pairs if words.search(c)])
     out: JSONDict = {}
     if topic.field == "partner" and not (name or temperament or appearance or face):
         # A short answer to a partner question fills what was asked (or the missing name).
@@ -260,11 +313,22 @@ def _partner(clauses: list[str], topic: Topic, have: Partner) -> tuple[JSONDict,
     return out, face
 
 
-def _describe(clauses: list[str]) -> str:
-    return "、".join(lx.TAIL.sub("", lx.LEAD.sub("", c)) for c in clauses).strip("、 ")
+def _given_names(tokens: Sequence[Morpheme]) -> list[str]:
+    """Given names the dictionary knows, said as a name is said (健太って, タカシです)."""
+    names = []
+    for i, m in enumerate(tokens):
+        nxt = tokens[i + 1].surface if i + 1 < len(tokens) else "。"
+        if m.is_person and m.pos[3] == "名" and nxt in lx.AFTER_A_NAME:
+            names.append(m.surface)
+    return names
 
 
-def _children(text: str, topic: Topic, existing: object) -> list[JSONDict] | None:
+def _describe(clauses: Sequence[Sequence[Morpheme]]) -> str:
+    return "、".join(filter(None, map(rd.description, clauses))).strip("、 ")
+
+
+def _children(part: Part, topic: Topic, existing: object) -> list[JSONDict] | None:
+    text = part.text
     if not text:
         return None
     before = (
@@ -286,9 +350,17 @@ def _children(text: str, topic: Topic, existing: object) -> list[JSONDict] | Non
             slots.append(
                 {"desired_gender": genders[m["tok"]]} | ({"name": name} if name and not i else {})
             )
+    counted = rd.child_genders(part.tokens)
+    if len(counted) > len(slots):  # 子ども3人（男2女1）: the counts give the children
+        named = {g: [s for s in slots if s.get("desired_gender") == g] for g in set(counted)}
+        slots = [
+            {"desired_gender": g} | ({"name": n} if (n := _take_name(named[g])) else {})
+            for g in counted
+        ]
     names = [n for m in lx.NAME_LIST.finditer(text) for n in _split_names(m[1])]
     names += [n for m in lx.HONORIFIC.finditer(text) if (n := clean_name(m[1]))]
-    bare = not (slots or names or lx.CHILD_COUNT.search(text) or lx.NOT_AN_ANSWER.search(text))
+    said = slots or names or lx.CHILD_COUNT.search(text)
+    bare = not (said or lx.NOT_AN_ANSWER.search(text) or lx.NAME_REJECT.search(text))
     if topic.field == "children_info" and bare:
         names = _split_names(text)  # a bare answer to the children question: names
     for name in names:
@@ -299,6 +371,13 @@ def _children(text: str, topic: Topic, existing: object) -> list[JSONDict] | Non
         else:
             slots.append({"name": name})
     return _merge_children(before, slots)
+
+
+def _take_name(slots: list[JSONDict]) -> str | None:
+    while slots:
+        if name := slots.pop(0).get("name"):
+            return str(name)
+    return None
 
 
 def _merge_children(before: list[JSONDict], slots: list[JSONDict]) -> list[JSONDict] | None:
@@ -338,40 +417,99 @@ def _fits(child: JSONDict, slot: JSONDict) -> bool:
 
 
 # --- Hera's reply ----------------------------------------------------------------------
-def _question(field: str, profile: Profile) -> str:
-    questions, pw = dict(lx.QUESTIONS), lx.partner_word(profile)
-    if field in BASICS:
+def _question(name: str, profile: Profile, variant: int = 0) -> str:
+    """The question for a missing field; `variant` picks another wording when Hera comes back
+    to a question she has asked before."""
+    pw = lx.partner_word(profile)
+    if name in BASICS:
         labels = [label for f, label in lx.BASIC_LABELS if not present(getattr(profile, f))] or [
             label for _, label in lx.BASIC_LABELS
         ]
-        return questions["basics"].format(labels="、".join(labels))
-    if field in PARTNER_KEYS:
-        have: Partner = getattr(profile, field) or Partner()
+        return _phrase("basics", variant).format(labels="、".join(labels))
+    if name in PARTNER_KEYS:
+        have: Partner = getattr(profile, name) or Partner()
         labels = [label for k, label in lx.PARTNER_LABELS if not present(getattr(have, k))]
-        named = field == "current_partner" or present(have.name)
-        hint = "" if named else questions["ideal_name_hint"]
-        return questions["partner"].format(pw=pw, labels="、".join(labels)) + hint
-    if field == "children_info":
+        named = name == "current_partner" or present(have.name)
+        hint = "" if named else _phrase("ideal_name_hint", 0)
+        return _phrase("partner", variant).format(pw=pw, labels="、".join(labels)) + hint
+    if name == "children_info":
         children = [c for c in profile.children_info or [] if c.name or c.desired_gender]
         if unsure := [c.name for c in children if c.name and not c.desired_gender]:
-            return questions["child_gender"].format(names="、".join(unsure))
-        return questions["child_name" if children else "children_info"]
-    return questions[field].format(pw=pw)
+            return _phrase("child_gender", variant).format(names="、".join(unsure))
+        return _phrase("child_name" if children else "children_info", variant)
+    return _phrase(name, variant).format(pw=pw)
 
 
-def compose_reply(extracted: JSONDict, merged: Profile, remaining: list[str]) -> str:
+def _phrase(name: str, variant: int) -> str:
+    wordings = dict(lx.QUESTIONS)[name]
+    return wordings[variant % len(wordings)]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What Hera asks next: the field, how often she asked it before, and a field she set
+    aside because the person talked about something else."""
+
+    field: str | None
+    asked_before: int = 0
+    set_aside: str | None = None
+
+
+def plan_question(history: list[JSONDict], remaining: list[str], changed: list[str]) -> Plan:
+    """Never the same question twice in a row: an unanswered question is asked again in other
+    words when the person told something else new, and set aside (another missing item is
+    asked; this one comes back later, in other words) when the message changed nothing."""
+    if not remaining:
+        return Plan(None)
+    asked = [
+        topic_of_question(str(e.get("message", ""))).field
+        for e in history
+        if e.get("speaker") == "hera"
+    ]
+    first = topic_key(remaining[0])
+    stuck = bool(asked) and asked[-1] == first and not any(topic_key(f) == first for f in changed)
+    choice = remaining[0]
+    if stuck and not changed:
+        choice = next((f for f in remaining if topic_key(f) != first), remaining[0])
+    key = topic_key(choice)
+    return Plan(choice, asked.count(key), first if key != first else None)
+
+
+def compose_reply(
+    extracted: JSONDict,
+    merged: Profile,
+    remaining: list[str],
+    *,
+    unsure: dict[str, str] | None = None,
+    plan: Plan | None = None,
+) -> str:
     """Thanks, what was understood (only values that pass the profile's validation), then
-    the next question (or that all is collected)."""
+    a question: a reading to confirm, else the planned missing field (or that all is
+    collected)."""
     understood = Profile.from_untrusted(extracted).stored()
-    ack = lx.acknowledge(understood, lx.partner_word(merged)) or "もう少しだけ詳しく伺えますか。"
-    ask = _question(remaining[0], merged) if remaining else lx.ALL_DONE
+    ack = lx.acknowledge(understood, lx.partner_word(merged))
+    plan = plan or Plan(remaining[0] if remaining else None)
+    if plan.set_aside:
+        ack += dict(lx.SET_ASIDE).get(plan.set_aside, "")
+    ack = ack or "もう少しだけ詳しく伺えますか。"
+    if unsure and (place := unsure.get("location")):
+        ask = lx.CONFIRM_PLACE.format(place=place)
+    elif plan.field:
+        ask = _question(plan.field, merged, plan.asked_before)
+    else:
+        ask = lx.ALL_DONE
     return f"ありがとうございます。{ack}{ask}"
 
 
 class OfflineInterviewBrain:
-    """Hera without a model. Holds no state, so one instance can serve every session at once."""
+    """Hera without a model. Holds only the shared analyser, so one instance can serve every
+    session at once."""
 
-    __slots__ = ()
+    __slots__ = ("_analyser",)
+
+    def __init__(self, analyser: JapaneseAnalyser | None = None) -> None:
+        # The composition root passes the process's analyser; a brain built alone loads one.
+        self._analyser = analyser or JapaneseAnalyser.load()
 
     async def interview_turn(
         self,
@@ -382,17 +520,29 @@ class OfflineInterviewBrain:
         missing_fields: list[str],
         on_reply: TextSink | None = None,
     ) -> InterviewTurn:
-        extracted = parse_message(
-            message, profile=profile, topic=asked_topic(history, missing_fields)
-        )
+        args = (message, profile, history, missing_fields)
+        if len(message) >= THREAD_FROM_CHARS:
+            extracted, reply = await anyio.to_thread.run_sync(self.turn, *args)
+        else:
+            extracted, reply = self.turn(*args)
+        await stream_text(reply, on_reply)
+        return InterviewTurn(reply=reply, extracted=extracted)
+
+    def turn(
+        self, message: str, profile: Profile, history: list[JSONDict], missing_fields: list[str]
+    ) -> tuple[JSONDict, str]:
+        """The extracted fields and the reply (pure CPU work, safe on any thread)."""
+        topic = asked_topic(history, missing_fields)
+        parsed = read_message(message, profile=profile, topic=topic, analyser=self._analyser)
+        extracted = parsed.fields
         # What the agent will store: the same validation and merge, so the reply asks next
         # for what will really still be missing.
-        merged, _ = profile.merge(Profile.from_untrusted(extracted))
+        merged, changed = profile.merge(Profile.from_untrusted(extracted))
         still = merged.missing_fields()
         # The agent's list says what is missing; a new status may rename the partner key.
         key = merged.partner_key
         named = dict.fromkeys(key if f in PARTNER_KEYS else f for f in missing_fields)
         remaining = [f for f in named if f in still] or still
-        reply = compose_reply(extracted, merged, remaining)
-        await stream_text(reply, on_reply)
-        return InterviewTurn(reply=reply, extracted=extracted)
+        plan = plan_question(history, remaining, changed)
+        reply = compose_reply(extracted, merged, remaining, unsure=parsed.unsure, plan=plan)
+        return extracted, reply

@@ -50,6 +50,11 @@ MONEY: Final = re.compile(  # groups: range start?, amount, 万|億, 円?, bound
 )
 
 
+def nfkc(message: str) -> str:
+    """NFKC (３２ -> 32, ！ -> !) and single spaces: the text the analyser reads."""
+    return re.sub(r"[ \t]+", " ", unicodedata.normalize("NFKC", message)).strip()
+
+
 def normalise(message: str) -> str:
     """NFKC (３２ -> 32, ！ -> !), kanji numerals before counters as digits, single spaces."""
     text = unicodedata.normalize("NFKC", message)
@@ -77,21 +82,35 @@ CHILD_MARKERS: Final = _split(
 )
 _ANY_MARKER: Final = _alternation(frozenset({*USER_MARKERS, *PARTNER_MARKERS, *CHILD_MARKERS}))
 CLAUSE_BREAK: Final = re.compile(
-    rf"[。!?\n]+|[、,](?=\s*(?:{_ANY_MARKER}))|(?=(?:{_ANY_MARKER})(?:は|が|も))"
+    rf"[。!?\n]+|[、,](?=\s*(?:{_ANY_MARKER}))|(?<!の)(?=(?:{_ANY_MARKER})(?:は|が|も))"
 )
 SUBJECT_MARKERS: Final = re.compile(
     f"(?P<user>{_alternation(USER_MARKERS)})|(?P<partner>{_alternation(PARTNER_MARKERS)})"
     f"|(?P<child>{_alternation(CHILD_MARKERS)})"
 )
-STRONG_PARTNER_CUE: Final = re.compile(
-    r"(?:人|方|女性|男性)(?:が|で)?(?:好き|いい|良い|理想|タイプ)|(?:理想|タイプ)は"
+STRONG_PARTNER_CUE: Final = re.compile(  # not 1人がいい (a count)
+    r"(?<![\d一二三四五六七八九十何])(?:人|方|女性|男性)(?:が|で)?(?:好き|いい|良い|理想|タイプ)|(?:理想|タイプ)は"
 )
 WEAK_PARTNER_CUE: Final = re.compile(r"(?:な|い)人(?!間|見知り|生)")
 CHILD_WISH: Final = re.compile(r"欲し|ほし|望|名前|名付")
+# A clause about the partner alone ("彼女は大阪に住んでいます"): not the person's home or pay.
+PARTNER_TOPIC: Final = re.compile(
+    rf"^(?:理想の)?(?:{_alternation(PARTNER_MARKERS)})(?:さん)?(?:の(?:年収|収入|給料)|は|が|も)"
+)
+YES: Final = re.compile(
+    r"^(?:はい|うん|ええ|そう|そうです|そのとおり|その通り|合って|あって|yes|ok)", re.I
+)
+NO: Final = re.compile(r"いいえ|違|ちが|ではな|じゃな|ません")
 # Greetings and polite verbs: a short message like this is not a bare answer (name, place).
 NOT_AN_ANSWER: Final = re.compile(
     r"ます(?:$|[。!ねよ])|ません|ください|よろしく|こんにちは|こんばんは|おはよう|はじめまして"
     r"|ありがと|^はい|^いいえ|わから|分から|^(?:特に)?(?:なし|無し|ない)"
+    r"|こだわり(?:は|が)?(?:ない|ありません|なし)|特に(?:ない|ありません)"
+)
+# "特にこだわりはない": no description at all.
+NO_PREFERENCE: Final = re.compile(
+    r"こだわり(?:は|が)?(?:ない|ありません|なし)|^特に(?:ない|なし|ありません)|わから|分から"
+    r"|何でも|なんでも|お任せ|おまかせ"
 )
 
 # --- gender and relationship ------------------------------------------------------------
@@ -107,16 +126,17 @@ GENDER_PATTERNS: Final = (
 _NEG: Final = r"(?:い|お)(?:ない|ません|らず)"
 STATUS_PATTERNS: Final = (  # first match wins: the order resolves "離婚して今は独身" etc.
     ("single", re.compile(
-        rf"独身|未婚|シングル|フリー(?!ランス)|(?:恋人|彼女|彼氏|パートナー|相手)(?:は|が)?{_NEG}"
+        rf"独身|独り身|未婚|シングル|フリー(?!ランス)|(?:恋人|彼女|彼氏|パートナー|相手)(?:は|が)?{_NEG}"
+        r"|(?:恋人|彼女|彼氏)(?:は)?(?:なし|無し|いない)|結婚は(?:まだ|して(?:い)?(?:ない|ません))"
         rf"|結婚して(?:い|お)?(?:ない|ません)|付き合って(?:い)?(?:ない|ません)"
     )),
     ("married", re.compile(r"再婚")),
     ("partnered", re.compile(
-        r"交際|付き合って|付き合い中|婚約|同棲|(?<!理想の)(?:恋人|彼女|彼氏|パートナー)が(?:い|お)(?!い)"
+        r"(?<!理想の)(?:彼氏|彼女|恋人)(?:の名前は|は\S{1,10}?(?:って|と)(?:いい|言い))|交際|付き合って|付き合い中|婚約|同棲|(?<!理想の)(?:恋人|彼女|彼氏|パートナー)が(?:い|お)(?!い)"
     )),
     ("other", re.compile(r"離婚|バツイチ|死別|別居")),
     ("married", re.compile(
-        r"既婚|結婚して(?:い|お|ま)|結婚しました|結婚済|夫婦"
+        r"既婚|結婚して(?:い|お|ま)|結婚しました|結婚した(?![いらくかがけろ])|結婚済|夫婦"
         r"|(?<!理想の)(?<!将来の)(?<!丈)(?:妻|夫|奥さん|奥様|嫁|旦那|主人)(?:が|と|は|の)"
     )),
 )  # fmt: skip
@@ -132,6 +152,7 @@ CITIES: Final = _split(
     "つくば 船橋 柏 松戸 八王子 町田 立川 鎌倉 藤沢 川口 所沢 大宮 浦和 姫路 西宮 尼崎 倉敷 松山 "
     "高松 大津 松本 豊田 岡崎 豊橋 函館 旭川 盛岡 郡山 いわき 水戸 甲府 四日市 下関 佐世保"
 )
+KNOWN_PLACES: Final = frozenset({*PREFECTURES, *CITIES})
 LOCATION_ALIASES: Final = (("都内", "東京"), ("道内", "北海道"))
 PLACE: Final = re.compile(  # the possessive suffix keeps 大阪府出身 from matching as 大阪
     f"(?P<place>{_alternation(frozenset({*PREFECTURES, *CITIES}))})(?:都|府|県|市)?+"
@@ -152,28 +173,35 @@ TRAIT_KEYWORDS: Final = _scored("""
 extraversion 0.8 社交的 外向的 話すのが好き
 extraversion 0.75 明る 話し好き おしゃべり 活発 賑やか 友達が多
 extraversion 0.85 陽キャ
-extraversion 0.25 内向的 人見知り 物静か シャイ 一人が好き ひとりが好き
+extraversion 0.25 内向的 人見知り 物静か シャイ 一人が好き ひとりが好き 陰キャ インドア派
+extraversion 0.8 人懐っこ 陽気 ノリがいい 盛り上げ役 ムードメーカー 誰とでも仲良く
 extraversion 0.3 おとなし 大人し 口下手 控えめ
 openness 0.8 好奇心 新しいこと 新しいもの 創造 クリエイティブ 想像力 冒険 探究心 独創
-openness 0.7 芸術 多趣味 柔軟
+openness 0.7 芸術 多趣味 柔軟 新しいもの好き 凝り性 行動力
 openness 0.3 保守的 堅実 安定志向 変化が苦手
 conscientiousness 0.85 几帳面 計画的 勤勉 完璧主義
-conscientiousness 0.8 真面目 まじめ 責任感 努力家 整理整頓
+conscientiousness 0.8 真面目 まじめ 責任感 努力家 整理整頓 頑張り屋 がんばり屋 頑張りや きっちり
 conscientiousness 0.7 しっかり 慎重
-conscientiousness 0.25 ずぼら ズボラ 大雑把 おおざっぱ 飽きっぽ 面倒くさがり だらしな
+conscientiousness 0.25 ずぼら ズボラ 大雑把 おおざっぱ 飽きっぽ 面倒くさがり だらしな 飽き性 めんどくさがり
 agreeableness 0.8 優し やさし 協調 親切 気配り 気遣い 面倒見 温厚 お人好し
 agreeableness 0.85 思いやり
-agreeableness 0.7 素直 聞き上手
-agreeableness 0.3 頑固 負けず嫌い 短気 自己主張
-neuroticism 0.8 心配性 緊張しやすい 落ち込みやすい 神経質
+agreeableness 0.7 素直 聞き上手 人に合わせ 争いごとが苦手 争いが苦手
+agreeableness 0.3 頑固 負けず嫌い 短気 自己主張 マイペース 我が強 気が強
+neuroticism 0.8 心配性 心配症 緊張しやすい 落ち込みやすい 神経質 寂しがり 寂しがり屋 さみしがり
 neuroticism 0.7 不安 繊細 打たれ弱 感情的 ネガティブ 気にしやすい 短気
-neuroticism 0.25 落ち着い 穏やか おだやか ポジティブ 前向き のんびり おおらか 気にしない
+neuroticism 0.25 落ち着い 穏やか おだやか ポジティブ 前向き のんびり おおらか 気にしない 楽天的 マイペース
 neuroticism 0.2 楽観的 冷静 動じない メンタルが強
 """)
+# "明るい色が好き", "優しい人がいい": a word about something else than the person.
+TRAIT_NOT_AFTER: Final = re.compile(
+    r"(?:い|な|め)?の?(?:色|服|柄|曲|音楽|場所|部屋|もの|物|顔|目|表情)"
+    r"|(?:い|な)?(?:人|方|相手)(?:が|を|に|と)"
+)
 NEGATION: Final = re.compile(
-    r"(?:く|では|じゃ|には|に|は|が|し)?(?:なら|でき)?(?:ない|なく|ありません|ません)"
+    r"(?:く|では|じゃ|には|に|は|が)?し?(?:なら|でき)?(?:ない|なく|ありません|ません)"
 )
 LOOKS: Final = ("そう", "さそう")  # 優しそうな目 describes a look, not a temperament
+LOOK_NOUN: Final = re.compile(r"(?:い|な)?(?:顔|目|目元|表情)")  # 優しい顔: a look again
 INTENSIFIER: Final = re.compile(r"(?:とても|すごく|かなり|非常に|めっちゃ|本当に|超)$")
 SOFTENER: Final = re.compile(r"(?:少し|ちょっと|やや|わりと|割と|若干)$")
 # What Hera says back; nouns or na-adjectives, so 「…」な reads naturally.
@@ -201,7 +229,7 @@ APPEARANCE: Final = _stems(
     "眼鏡=眼鏡,メガネ,めがね 笑顔が素敵=笑顔 色白 日焼けした肌=日焼け,小麦色 "
     "大きな目=目が大き,大きな目,大きい目,ぱっちり 二重 切れ長の目=切れ長 丸顔 面長 "
     "かわいい=かわい,可愛 かっこいい=かっこい,格好い,カッコい 美人=美人,綺麗,きれい イケメン "
-    "爽やか=爽やか,さわやか 清楚 上品 おしゃれ=おしゃれ,お洒落,オシャレ ひげ=ひげ,髭"
+    "爽やか=爽やか,さわやか 清楚 上品 おしゃれ=おしゃれ,お洒落,オシャレ ひげ=ひげ,髭,ヒゲ"
 )
 SPEAKING_STYLE: Final = _stems(
     "関西弁=関西弁,大阪弁 京都弁 博多弁 広島弁 名古屋弁 東北弁 方言 標準語 敬語 "
@@ -212,8 +240,23 @@ LIFESTYLE: Final = _stems(
     "朝型=朝型,早起き 夜型=夜型,夜更かし インドア派=インドア アウトドア派=アウトドア "
     "在宅勤務=在宅,リモート 共働き 自炊 ジム通い=ジム 一人暮らし=一人暮らし,ひとり暮らし"
 )
-FACE_WORDS: Final = re.compile(
-    r"顔|(?<![面人])目(?![標的指])|瞳|鼻|口元|唇|眉|髪|肌|輪郭|えくぼ|まつ毛|見た目|ひげ"
+FACE_WORDS: Final = re.compile(  # a smile (笑顔) is a look, not the face
+    r"(?<!笑)顔|(?<![面人])目(?![標的指])|瞳|鼻|口元|唇|眉|髪|肌|輪郭|えくぼ|まつ毛|見た目|ひげ"
+)
+FACE_ITSELF: Final = re.compile(r"顔|顔立ち")  # a later clause that changes a known face
+# What may follow a given name as it is said: 健太さん, 健太って, 健太です, 健太。
+AFTER_A_NAME: Final = (
+    "さん",
+    "くん",
+    "君",
+    "ちゃん",
+    "って",
+    "という",
+    "と",
+    "です",
+    "だ",
+    "。",
+    "、",
 )
 # Stems that make a capture a description rather than a name.
 DESCRIPTIVE: Final = tuple(
@@ -230,6 +273,10 @@ HOBBY: Final = re.compile(r"趣味は\s*([^。!?]+)")
 
 # --- names ------------------------------------------------------------------------------
 NAME_IS: Final = re.compile(rf"名前(?:は|が|:)\s*「?({NAME_CHAR}{{1,14}})")
+NAME_SAID: Final = re.compile(  # 妻はミカといいます, 彼氏はタカシって言います
+    rf"(?:妻|夫|嫁|奥さん|旦那|主人|彼女|彼氏|恋人|パートナー)は\s*「?({NAME_CHAR}{{1,10}}?)」?"
+    r"(?:って|と)(?:いい|言い|申し)"
+)
 NAME_OF: Final = re.compile(
     rf"(?:妻|夫|嫁|奥さん|奥様|旦那|主人|彼女|彼氏|恋人|パートナー)の\s*「?({NAME_CHAR}{{1,14}})"
 )
@@ -243,15 +290,17 @@ NAME_STOP: Final = frozenset(
         "名前 予定 未定 性別 子ども 子供 こども 男の子 女の子 息子 娘 妻 夫 嫁 彼女 彼氏 恋人 "
         "パートナー 相手 私 僕 俺 自分 人 方 こと もの 秘密 内緒 なし 無し ない 看護師 会社員 "
         "公務員 教師 先生 医者 学生 主婦 ヘラ 皆 みな お母 お父 父 母 兄 姉 弟 妹 奥 旦那 お子 "
-        "理想 実家 家族 両親 趣味 性格 見た目 顔 仕事 職業 感じ 雰囲気 タイプ 最初 上 下"
+        "理想 実家 家族 両親 趣味 性格 見た目 顔 仕事 職業 感じ 雰囲気 タイプ 最初 上 下 "
+        "顔立ち 顔つき 外見 容姿 特徴 髪 目"
     )
 )
 NAME_REJECT: Final = re.compile(
-    r"決め|考え|分から|わから|まだ|欲し|ほし|好き|いい|良い|任せ|何でも|なんでも|特に"
+    r"^(?:顔|見た目|外見|容姿|特徴)|決め|考え|分から|わから|まだ|欲し|ほし|好き|いい|良い|任せ|何でも|なんでも|特に"
 )
 NAME_TAIL: Final = re.compile(
     r"(?:さん|ちゃん|くん|君|様|です|でした|だよ|と言います|といいます|って言います"
-    r"|っていいます|っていう名前|という名前|という|って|にしたい|がいい|が良い|にします"
+    r"|っていいます|っていう名前|という名前|という|って名前|って|にしたい|がいいな|がいいかな"
+    r"|がいい|が良い|にします|かな"
     r"|と考えています|を考えています|の予定|予定)$"
 )
 NAME_CONNECTORS: Final = "でとがはをにのもだや"
@@ -292,32 +341,91 @@ PARTNER_LABELS: Final = (
     ("temperament", "ご性格"),
     ("appearance", "見た目（背格好や雰囲気）"),
 )
-QUESTIONS: Final = (
-    ("basics", "あなたご自身のことを聞かせてください。{labels}を教えていただけますか？"),
-    ("location", "どちらにお住まいですか？（例: 東京、大阪）"),
-    ("income_range", "差し支えなければ、おおよその年収を教えていただけますか？（例: 500万円）"),
+QUESTIONS: Final = (  # wordings of each question: the first, then when Hera comes back to it
+    (
+        "basics",
+        (
+            "あなたご自身のことを聞かせてください。{labels}を教えていただけますか？",
+            "よろしければ、{labels}も教えてください。",
+            "あとで構いませんので、{labels}を聞かせていただけますか？",
+        ),
+    ),
+    (
+        "location",
+        (
+            "どちらにお住まいですか？（例: 東京、大阪）",
+            "今お住まいの地域（都道府県や市区町村）を教えていただけますか？",
+            "差し支えなければ、どのあたりにお住まいか聞かせてください。",
+        ),
+    ),
+    (
+        "income_range",
+        (
+            "差し支えなければ、おおよその年収を教えていただけますか？（例: 500万円）",
+            "年収はどのくらいでしょう？だいたいの金額や「〜万円くらい」で大丈夫です。",
+            "もしよければ、年収の目安を聞かせてください（答えたくなければ「秘密」でも構いません）。",
+        ),
+    ),
     (
         "user_personality_traits",
-        "あなたご自身はどんな性格ですか？「社交的」「几帳面」「心配性」「好奇心旺盛」など、"
-        "思いつく言葉で教えてください。",
+        (
+            "あなたご自身はどんな性格ですか？「社交的」「几帳面」「心配性」「好奇心旺盛」など、"
+            "思いつく言葉で教えてください。",
+            "ご自分の性格を、友達によく言われる言葉で教えていただけますか？"
+            "（例: 人見知り、頑張り屋、マイペース）",
+            "あなたの性格についてもう少し聞かせてください。明るい・慎重・のんびり、など一言でも大丈夫です。",
+        ),
     ),
     (
         "partner_face_description",
-        "{pw}のお顔立ちを教えてください。目元や髪型、雰囲気など、思い浮かぶままにどうぞ。",
+        (
+            "{pw}のお顔立ちを教えてください。目元や髪型、雰囲気など、思い浮かぶままにどうぞ。",
+            "{pw}は、どんなお顔立ちでしょう？目や髪のことを一つ聞かせてください。",
+        ),
     ),
-    ("partner", "{pw}の{labels}を教えていただけますか？"),
-    ("ideal_name_hint", "（思い描く方に付けたいお名前で構いません）"),
+    (
+        "partner",
+        (
+            "{pw}の{labels}を教えていただけますか？",
+            "ところで、{pw}の{labels}も聞かせてください。",
+        ),
+    ),
+    ("ideal_name_hint", ("（思い描く方に付けたいお名前で構いません）",)),
     (
         "children_info",
-        "最後に、お子さまについて教えてください。男の子・女の子・どちらでも、"
-        "思い描くお子さまとお名前を聞かせてください。",
+        (
+            "最後に、お子さまについて教えてください。男の子・女の子・どちらでも、"
+            "思い描くお子さまとお名前を聞かせてください。",
+            "お子さまは、男の子と女の子のどちらを思い描いていますか？お名前も教えてください。",
+        ),
     ),
     (
         "child_gender",
-        "お子さま（{names}）は、男の子・女の子・どちらでも、どれを思い描いていますか？",
+        (
+            "お子さま（{names}）は、男の子・女の子・どちらでも、どれを思い描いていますか？",
+            "{names}は、男の子ですか、女の子ですか？（どちらでも、でも大丈夫です）お子さまのことです。",
+        ),
     ),
-    ("child_name", "お子さまのお名前は、何にしましょうか？教えてください。"),
+    (
+        "child_name",
+        (
+            "お子さまのお名前は、何にしましょうか？教えてください。",
+            "お子さまに付けたいお名前を聞かせてください。",
+        ),
+    ),
 )
+# Said when Hera sets a question aside because the person talked about something else.
+SET_ASIDE: Final = (
+    ("basics", "ご年齢などは、また後で伺いますね。"),
+    ("location", "お住まいのことは、また後で伺いますね。"),
+    ("income_range", "年収のことは、また後ほど。"),
+    ("user_personality_traits", "ご性格のことは、また後ほど。"),
+    ("partner_face_description", "お顔立ちのことは、また後で伺いますね。"),
+    ("partner", "お相手のことは、また後で伺いますね。"),
+    ("children_info", "お子さまのことは、また後で伺いますね。"),
+)
+CONFIRM_PLACE: Final = "お住まいは「{place}」でよろしいですか？"
+CONFIRM: Final = re.compile(r"「([^」]+)」でよろしいですか")
 ALL_DONE: Final = "これで、あなたとご家族を思い描くのに必要なことはすべてお聞きできました。"
 # Markers that identify what a Hera question asked, checked in this order (a children
 # question also says お名前, a face question also says 髪型).
@@ -327,7 +435,7 @@ TOPIC_MARKERS: Final = (
     ("partner", ("お相手", "奥さま", "旦那さま", "パートナーの方", "お付き合いしている方")),
     ("user_personality_traits", ("性格",)),
     ("income_range", ("年収", "収入")),
-    ("location", ("お住まい", "住んで")),
+    ("location", ("お住まい", "住んで", "お住まいの地域")),
     ("basics", ("年齢", "おいくつ", "性別", "ご結婚")),
 )
 PARTNER_SUB_MARKERS: Final = (
