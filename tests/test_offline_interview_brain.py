@@ -775,6 +775,14 @@ def test_a_denied_place_gives_way_to_the_place_that_is_meant() -> None:
     assert parse("東京じゃなくて、横浜に住んでます")["location"] == "横浜"
 
 
+@pytest.mark.parametrize(
+    "message", ["大阪には住んでないです、奈良です", "昔は札幌に住んでいました。今は奈良です"]
+)
+def test_an_answer_after_a_denied_or_past_residence_is_the_place(message: str) -> None:
+    assert parse(message, "location")["location"] == "奈良"
+    assert "location" not in parse(message)  # not asked: no residence verb names 奈良
+
+
 async def test_an_unanswered_question_is_not_repeated_word_for_word() -> None:
     session = Session()
     shared = brain()

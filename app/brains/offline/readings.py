@@ -364,21 +364,24 @@ ADVERBIAL: Final = "副詞可能"
 def location(tokens: Tokens, *, asked: bool, text: str) -> Reading | None:
     readings: list[Reading] = []
     cued = False  # a residence was spoken of: places elsewhere in the message are not it
+    denied: set[str] = set()  # places said with a denied or past residence
     for i, m in enumerate(tokens):
         verb = m.pos[0] == "動詞" and (m.base in RESIDE_VERBS | MOVE_VERBS)
         if not (verb or m.normal in RESIDE_NOUNS):
             continue
         cued = True
-        if negated_after(tokens, i) or (m.base in RESIDE_VERBS and _past(tokens, i)):
-            continue
         reading = _place_before(tokens, i) or (
             _place_after(tokens, i) if m.normal == "住まい" else None
         )
+        if negated_after(tokens, i) or (m.base in RESIDE_VERBS and _past(tokens, i)):
+            denied.update([reading.value] if reading else [])
+            continue
         if reading:
             readings.append(reading)
-    if not readings and asked and not cued:
-        readings = _places_anywhere(tokens)
-        if not readings and (bare := _bare_answer(text)):
+    if not readings and asked and (not cued or denied):
+        # After "どちらにお住まい?": 「大阪には住んでないです、奈良です」 answers 奈良.
+        readings = [r for r in _places_anywhere(tokens) if r.value not in denied]
+        if not readings and not cued and (bare := _bare_answer(text)):
             readings = [Reading(bare, sure=False)]
     if not readings:
         return None
