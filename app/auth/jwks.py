@@ -1,7 +1,7 @@
 """The issuer's signing keys (JWKS), fetched with the app's async HTTP client and cached.
 
-- A fetch never blocks the event loop (httpx.AsyncClient; PyJWT's own PyJWKClient would
-  fetch with blocking urllib on a cache miss).
+- A fetch never blocks the event loop (httpx.AsyncClient; PyJWT's own JWKS client would
+  fetch with blocking urllib on a cache miss, so it is not used).
 - Cached per process for the `Cache-Control: max-age` the issuer sends, kept within
   [MIN_TTL, MAX_TTL] seconds.
 - An unknown `kid` refetches at most once per REFETCH_INTERVAL seconds, so a flood of tokens

@@ -68,7 +68,8 @@ class JwksServer:
     keys: list[SigningKey]
     cache_control: str = "public, max-age=3600"
     fail: bool = False  # answer 500
-    delay: float = 0.0  # seconds before answering
+    # Cleared: the issuer holds every answer until the test sets it (a slow issuer).
+    answering: threading.Event = field(default_factory=threading.Event)
     requests: int = 0
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,13 +81,13 @@ class JwksServer:
 @contextmanager
 def jwks_server(*keys: SigningKey) -> Iterator[JwksServer]:
     state = JwksServer(list(keys) or [new_key("RSA"), new_key("EC")])
+    state.answering.set()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             with state._lock:
                 state.requests += 1
-            if state.delay:
-                time.sleep(state.delay)  # a slow issuer (in the server's own thread)
+            state.answering.wait(timeout=30)  # in the server's own thread
             if state.fail:
                 self.send_response(500)
                 self.end_headers()
