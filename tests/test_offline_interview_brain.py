@@ -451,21 +451,37 @@ def test_a_child_wish_is_read_even_in_a_sentence_about_the_user() -> None:
     assert parse("私は女の子が欲しいです")["children_info"] == [{"desired_gender": "女の子"}]
 
 
+def stored_children(message: str, known: list[JSON]) -> list[JSON]:
+    """The children as the agent stores them: the brain's news merged by the profile's rule."""
+    profile = Profile.from_untrusted({"children_info": known})
+    news = parse(message, "children_info", children_info=known)
+    merged, _ = profile.merge(Profile.from_untrusted(news))
+    return list(merged.stored()["children_info"])
+
+
 def test_child_follow_ups_complete_the_children_named_before() -> None:
     named = [{"name": "ひとみ"}, {"name": "まこと"}]
     gendered = [{"desired_gender": "男の子"}, {"desired_gender": "女の子"}]
 
-    assert parse("まことは男の子、ひとみは女の子", "children_info", children_info=named)[
-        "children_info"
-    ] == [
+    assert stored_children("まことは男の子、ひとみは女の子", named) == [
         {"name": "ひとみ", "desired_gender": "女の子"},
         {"name": "まこと", "desired_gender": "男の子"},
     ]
-    assert parse("たろうとはなこです", "children_info", children_info=gendered)[
-        "children_info"
-    ] == [
+    assert stored_children("たろうとはなこです", gendered) == [
         {"desired_gender": "男の子", "name": "たろう"},
         {"desired_gender": "女の子", "name": "はなこ"},
+    ]
+
+
+def test_another_child_is_added_once_and_a_name_finds_its_gender() -> None:
+    boy = [{"desired_gender": "男の子"}]
+    assert stored_children("女の子も欲しいです", boy) == [
+        {"desired_gender": "男の子"},
+        {"desired_gender": "女の子"},
+    ]
+    assert stored_children("女の子も欲しいです。名前はさくら", boy) == [
+        {"desired_gender": "男の子"},
+        {"desired_gender": "女の子", "name": "さくら"},
     ]
 
 

@@ -310,8 +310,18 @@ def merge_children(old: list[JSONDict], new: list[JSONDict]) -> list[JSONDict]:
         name = child.get("name")
         match = next((c for c in merged if name and c.get("name") == name), None)
         if match is None and name:
-            # A name for a child known so far only by the wished-for gender.
-            match = next((c for c in merged if not c.get("name")), None)
+            # A name for a child known so far only by the wished-for gender (a boy's name
+            # never lands on the girl).
+            gender = child.get("desired_gender")
+            match = next(
+                (
+                    c
+                    for c in merged
+                    if not c.get("name")
+                    and (gender is None or c.get("desired_gender") in (None, gender))
+                ),
+                None,
+            )
         if match is None and not name:
             # A detail without a name completes the first child that lacks it.
             match = next((c for c in merged if any(k not in c for k in child)), None)

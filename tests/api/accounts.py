@@ -45,12 +45,13 @@ async def upload_photo(
 _WRITES = {
     "sessions": ("commit", "create", "create_once", "delete"),
     "blobs": ("put", "delete", "delete_prefix"),
+    "users": ("update", "restore", "add_tag", "remove_tag", "index_add", "index_remove", "delete"),
 }
 
 
 @contextmanager
 def store_writes(client: ApiClient) -> Iterator[list[str]]:
-    """Record every write to the session and blob repositories while the block runs."""
+    """Record every write to the session, blob and user repositories while the block runs."""
     services = client.app.state.services
     writes: list[str] = []
     patched: list[tuple[Any, str]] = []

@@ -231,8 +231,10 @@ async def test_the_owner_gets_each_routes_success(
         response = await route.send(api, sid, tokens.owner())
     assert response.status_code == route.success, response.text
     # The spy sees the owner's writes (so its silence below means something), and a read or
-    # a repeated claim writes nothing.
-    assert bool(writes) is route.writes, writes
+    # a repeated claim writes nothing of the session (a claim puts its index entry again:
+    # the same entry, a repair if a crash came between the first claim's commit and index).
+    session_writes = [w for w in writes if w != "users.index_add" or route.name != "claim"]
+    assert bool(session_writes) is route.writes, writes
 
 
 @pytest.mark.parametrize("who", ["other", "guest"])
@@ -345,7 +347,7 @@ async def test_claiming_ones_own_session_again_is_a_200_that_changes_nothing(
     first = ok(await stack.post(f"/api/sessions/{sid}/claim", headers=tokens.owner()))
     with store_writes(stack) as writes:
         again = ok(await stack.post(f"/api/sessions/{sid}/claim", headers=tokens.owner()))
-    assert writes == []
+    assert writes == ["users.index_add"]  # the same entry put again (a repair), nothing else
     assert again["session_id"] == first["session_id"] == sid
     assert again["updated_at"] == first["updated_at"]
 

@@ -47,6 +47,18 @@ async def test_a_commit_lands_every_part_together(sessions: SessionRepository) -
     assert snap.request == {"fp": "abc", "result": {"reply": "ありがとうございます"}}
 
 
+async def assert_untouched(sessions: SessionRepository, sid: str) -> None:
+    """Nothing of a_turn() landed: no doc, no log entry, no request record."""
+    snap = await sessions.load(
+        session_id=sid,
+        docs=["profile", "family", "state"],
+        logs=["history"],
+        request_key="key-1",
+    )
+    assert snap.doc("profile") == {} and snap.doc("family") == {} and snap.doc("state") == {}
+    assert snap.log("history") == [] and snap.request is None
+
+
 async def test_a_commit_with_a_bad_part_writes_no_part(sessions: SessionRepository) -> None:
     sid = (await sessions.create()).session_id
     bad = a_turn().update("family", {"score": float("nan")})
@@ -54,8 +66,7 @@ async def test_a_commit_with_a_bad_part_writes_no_part(sessions: SessionReposito
         await sessions.commit(session_id=sid, changes=bad)
     with pytest.raises(InvalidId):
         await sessions.commit(session_id=sid, changes=a_turn().append("../lock", [{}]))  # type: ignore[arg-type]
-    snap = await sessions.load(session_id=sid, docs=["profile", "family"], logs=["history"])
-    assert snap.doc("profile") == {} and snap.doc("family") == {} and snap.log("history") == []
+    await assert_untouched(sessions, sid)
 
 
 async def test_request_records_are_read_only_by_their_key(sessions: SessionRepository) -> None:
@@ -100,8 +111,7 @@ async def test_a_commit_fenced_by_a_released_lease_is_refused_and_writes_nothing
     async with sessions.lock(session_id=sid):  # and while somebody else holds the lock
         with pytest.raises(LockLost):
             await sessions.commit(session_id=sid, changes=a_turn(), lease=stale)
-    snap = await sessions.load(session_id=sid, docs=["profile"], logs=["history"])
-    assert snap.doc("profile") == {} and snap.log("history") == []
+    await assert_untouched(sessions, sid)
 
 
 async def test_a_lease_of_another_session_fences_nothing_here(sessions: SessionRepository) -> None:
@@ -109,7 +119,7 @@ async def test_a_lease_of_another_session_fences_nothing_here(sessions: SessionR
     async with sessions.lock(session_id=first) as lease:
         with pytest.raises(LockLost):
             await sessions.commit(session_id=second, changes=a_turn(), lease=lease)
-    assert (await sessions.load(session_id=second, logs=["history"])).log("history") == []
+    await assert_untouched(sessions, second)
 
 
 async def test_a_commit_on_a_missing_session_raises_not_found_and_creates_nothing(

@@ -134,6 +134,16 @@ def test_a_name_completes_a_child_known_only_by_gender() -> None:
     assert profile.stored()["children_info"] == [{"desired_gender": "男の子", "name": "太郎"}]
 
 
+def test_a_named_child_of_one_gender_completes_the_unnamed_child_of_that_gender() -> None:
+    profile, _ = merged(
+        {"children_info": [{"desired_gender": "女の子"}, {"desired_gender": "男の子"}]},
+        {"children_info": [{"name": "たろう", "desired_gender": "男の子"}]},
+    )
+    assert profile.stored()["children_info"] == [
+        {"desired_gender": "女の子"}, {"desired_gender": "男の子", "name": "たろう"},
+    ]  # fmt: skip
+
+
 def test_interests_accumulate_without_duplicates_in_order() -> None:
     profile, _ = merged({"interests": ["旅行", "料理"]}, {"interests": ["料理", "映画"]})
     assert profile.interests == ["旅行", "料理", "映画"]

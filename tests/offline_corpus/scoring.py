@@ -95,7 +95,11 @@ class Score:
 def yielded(entry: JSON, analyser: JapaneseAnalyser) -> JSON:
     profile = Profile.from_untrusted(entry.get("known") or {})
     topic = Topic(entry.get("asked"))
-    return parse_message(entry["say"], profile=profile, topic=topic, analyser=analyser)
+    out = parse_message(entry["say"], profile=profile, topic=topic, analyser=analyser)
+    if "children_info" in out:  # news about children: the list as the agent stores it
+        merged, _ = profile.merge(Profile.from_untrusted({"children_info": out["children_info"]}))
+        out["children_info"] = merged.stored()["children_info"]
+    return out
 
 
 def score(entries: list[JSON], analyser: JapaneseAnalyser) -> dict[str, Score]:

@@ -370,7 +370,8 @@ def _children(part: Part, topic: Topic, existing: object) -> list[JSONDict] | No
             hole["name"] = name
         else:
             slots.append({"name": name})
-    return _merge_children(before, slots)
+    # Only what this message says: the profile's merge matches it to the children known.
+    return slots or None
 
 
 def _take_name(slots: list[JSONDict]) -> str | None:
@@ -378,20 +379,6 @@ def _take_name(slots: list[JSONDict]) -> str | None:
         if name := slots.pop(0).get("name"):
             return str(name)
     return None
-
-
-def _merge_children(before: list[JSONDict], slots: list[JSONDict]) -> list[JSONDict] | None:
-    """The whole updated list (the agent replaces lists), or None when nothing changed."""
-    result = [dict(c) for c in before]
-    for slot in slots:
-        target = next(
-            (c for c in result if slot.get("name") and c.get("name") == slot["name"]), None
-        )
-        if target := target or next((c for c in result if _fits(c, slot)), None):
-            target.update(slot)
-        else:
-            result.append(slot)
-    return result if result and result != before else None
 
 
 def _split_names(raw: str) -> list[str]:
@@ -405,15 +392,6 @@ def _split_names(raw: str) -> list[str]:
         else:
             pieces.append(piece)
     return [n for n in map(clean_name, pieces) if n]
-
-
-def _fits(child: JSONDict, slot: JSONDict) -> bool:
-    """Whether partial news about a child completes `child` rather than adding a child."""
-    gender = slot.get("desired_gender")
-    if slot.get("name"):
-        same = gender is None or child.get("desired_gender") in (None, gender)
-        return not child.get("name") and same
-    return bool(gender) and not child.get("desired_gender")
 
 
 # --- Hera's reply ----------------------------------------------------------------------
