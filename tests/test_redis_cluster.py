@@ -62,10 +62,10 @@ def test_cluster_mode_needs_a_network_node_in_redis_url() -> None:
 # SESSION_KINDS does not reach), run unchanged over the Cluster.
 @CLUSTER
 async def test_session_expires_by_the_servers_clock_on_cluster(
-    make_sessions: SessionFactory,
+    session_spec: StoreSpec, make_sessions: SessionFactory
 ) -> None:
     await session_contract.test_session_expires_ttl_after_last_write_by_the_servers_clock(
-        make_sessions
+        session_spec, make_sessions
     )
 
 

@@ -245,8 +245,9 @@ async def test_a_sentinel_failover_is_followed_within_15_s_with_the_replicated_d
             turn = await api.post(f"/api/sessions/{sid}/messages", json={"message": SCRIPT[3]})
             history = json_of(turn)["conversation_history"]
             assert history[:6] == before["conversation_history"] and len(history) == 8
-            with deployment.replica.client() as promoted:  # written on the new master
-                assert await asyncio.to_thread(promoted.exists, f"hera-sentinel:{{{sid}}}:meta")
+            with deployment.replica.client() as promoted:  # the new turn is on the new master
+                log = f"hera-sentinel:{{{sid}}}:log:history"
+                assert await asyncio.to_thread(promoted.llen, log) == 8
             assert (await api.post("/api/sessions")).status_code == 201
 
             async def ready() -> bool:

@@ -248,19 +248,51 @@ async def test_session_expires_ttl_after_last_write_by_the_stores_clock(
         await append(repo, session_id=sid, log="history", entries=[{"a": 2}])
 
 
+def _redis_of(spec: StoreSpec) -> Any:
+    """A client of the spec's own server (the repository's is its own business)."""
+    from tests.support.redis_support import fake_server, real_client
+
+    if spec.kind == "fakeredis":
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=fake_server(spec.params["server_id"]))
+    return real_client(spec)
+
+
+async def _ttls_ms(client: Any, spec: StoreSpec, sid: str) -> dict[str, int]:
+    """The time to live of every key of one session (its hash tag), in milliseconds."""
+    namespace = spec.params.get("namespace", "hera-test")  # fakeredis: the helper's default
+    keys = [k async for k in client.scan_iter(match=f"{namespace}:*{sid}*")]
+    return {k.decode(): await client.pttl(k) for k in keys}
+
+
 @pytest.mark.parametrize("session_spec", ["fakeredis", "redis"], indirect=True)
 async def test_session_expires_ttl_after_last_write_by_the_servers_clock(
-    make_sessions: SessionFactory,
+    session_spec: StoreSpec, make_sessions: SessionFactory
 ) -> None:
     # Redis expires keys by its own clock: real seconds here.
-    repo = await make_sessions(ttl_seconds=1)
-    sid = (await repo.create()).session_id
-    await append(repo, session_id=sid, log="history", entries=[{"a": 1}])
+    repo = await make_sessions(ttl_seconds=2)
+    client = _redis_of(session_spec)
+    try:
+        sid = (await repo.create()).session_id
+        await append(repo, session_id=sid, log="history", entries=[{"a": 1}])
 
-    async def gone() -> bool:
-        return not await repo.exists(session_id=sid)
+        async def half_gone() -> bool:
+            return 0 < min((await _ttls_ms(client, session_spec, sid)).values()) < 1000
 
-    await eventually(gone, within=10, what="the session expiring")
+        await eventually(half_gone, within=5, what="a second of the session's TTL passing")
+        await append(repo, session_id=sid, log="history", entries=[{"a": 2}])
+        # The write gave every key of the session (meta, docs, logs) the whole TTL again.
+        ttls = await _ttls_ms(client, session_spec, sid)
+        assert len(ttls) >= 2 and all(1000 < ttl <= 2000 for ttl in ttls.values()), ttls
+
+        async def gone() -> bool:
+            return not await repo.exists(session_id=sid)
+
+        await eventually(gone, within=10, what="the session expiring")
+        assert await _ttls_ms(client, session_spec, sid) == {}  # no key of it left behind
+    finally:
+        await client.aclose()
     with pytest.raises(SessionNotFound):
         await repo.load(session_id=sid, logs=["history"])
     with pytest.raises(SessionNotFound):

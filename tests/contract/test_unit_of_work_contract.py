@@ -257,3 +257,6 @@ async def test_hostile_request_keys_are_refused_before_any_io(
     for call in calls:
         with pytest.raises(InvalidId):
             await call()
+    # Nothing was created or written on the way to the refusal.
+    assert [i async for i in sessions.iter_ids()] == [sid]
+    await assert_untouched(sessions, sid)
