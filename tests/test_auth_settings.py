@@ -128,6 +128,7 @@ def test_a_signing_key_of_32_bytes_is_enough_however_many_characters(
     settings = settings_from(monkeypatch, **{**COMPLETE, "URL_SIGNING_KEY": key})
 
     assert settings.url_signing_key is not None
+    assert settings.url_signing_key.get_secret_value() == key  # kept whole, not normalised
     assert key not in repr(settings)
 
 

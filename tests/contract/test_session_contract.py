@@ -381,7 +381,10 @@ async def test_lock_of_a_killed_holder_frees_after_expiry(
     started = time.monotonic()
     async with repo.lock(session_id=sid, wait=10):
         waited = time.monotonic() - started
-    assert waited < 10
+    if session_spec.kind == "redis":  # the dead holder's lock held until its 2 s TTL ran out
+        assert 0.5 < waited < 4, waited
+    else:  # the file lock (flock) dies with its process
+        assert waited < 1, waited
 
 
 @pytest.mark.parametrize("session_spec", ["file", "fakeredis", "redis"], indirect=True)
