@@ -3,7 +3,8 @@
 - A fetch never blocks the event loop (httpx.AsyncClient; PyJWT's own JWKS client would
   fetch with blocking urllib on a cache miss, so it is not used).
 - Cached per process for the `Cache-Control: max-age` the issuer sends, kept within
-  [MIN_TTL, MAX_TTL] seconds.
+  [MIN_TTL, MAX_TTL] seconds. Past it, a known `kid` is still served while the set is
+  refetched behind it (a key the issuer dropped verifies until that fetch lands).
 - An unknown `kid` refetches at most once per REFETCH_INTERVAL seconds, so a flood of tokens
   with random `kid`s cannot hammer the issuer; concurrent misses share one fetch.
 - While the issuer is unreachable the last good keys stay in use; only when no key was ever
@@ -56,20 +57,31 @@ class JwksCache:
     async def key(self, kid: str) -> jwt.PyJWK | None:
         """The key with this id, or None when the issuer does not (or no longer) has one."""
         now = self._clock()
-        if self._fetched and now < self._expires and kid in self._keys:
+        if self._fetched and kid in self._keys:
+            if now >= self._expires:  # a known key: served while the set is refreshed
+                self._refresh(now)
             return self._keys[kid]
-        # Never fetched, expired, or an unknown kid: ask the issuer, but never more often
-        # than REFETCH_INTERVAL (a failed or useless fetch is not repeated per request).
-        # Lookups during a fetch wait for it; the fetch is its own task, shielded, so a
-        # caller that gives up (a client gone) never abandons it half done.
-        if self._inflight is None and now - self._last_attempt >= REFETCH_INTERVAL:
-            self._last_attempt = now
-            self._inflight = asyncio.ensure_future(self._fetch())
+        # Never fetched or an unknown kid: ask the issuer and wait for its answer. Lookups
+        # during a fetch wait for it; the fetch is its own task, shielded, so a caller that
+        # gives up (a client gone) never abandons it half done.
+        self._refresh(now)
         if self._inflight is not None:
             await asyncio.shield(self._inflight)
         if not self._fetched:
             raise KeysUnavailable(self._url)
         return self._keys.get(kid)
+
+    @property
+    def refreshing(self) -> bool:
+        """A fetch of the key set is under way (observability, tests)."""
+        return self._inflight is not None
+
+    def _refresh(self, now: float) -> None:
+        """Start a fetch, but never more often than REFETCH_INTERVAL (a failed or useless
+        fetch is not repeated per request)."""
+        if self._inflight is None and now - self._last_attempt >= REFETCH_INTERVAL:
+            self._last_attempt = now
+            self._inflight = asyncio.ensure_future(self._fetch())
 
     async def _fetch(self) -> None:
         self.fetches += 1
