@@ -1,7 +1,7 @@
 """What the offline interviewer's Japanese analyser costs: start-up time, the process's added
 memory (RSS), and CPU per interview turn for a ~300-character message (target <= 5 ms), plus
-the analysis alone and the message length past which a turn passes ~1 ms (such turns run on
-a worker thread).
+the analysis alone, and the message length and history length past which a turn passes
+~1 ms (such turns run on a worker thread).
 
     python bench/offline_analyser_cost.py [--turns 300]
 """
@@ -15,7 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.brains.offline.interview import THREAD_FROM_CHARS, OfflineInterviewBrain
+from app.brains.offline.interview import (
+    THREAD_FROM_CHARS,
+    THREAD_FROM_ENTRIES,
+    OfflineInterviewBrain,
+    compose_reply,
+)
 from app.brains.offline.japanese import JapaneseAnalyser
 from app.domain.profile import Profile
 
@@ -29,6 +34,19 @@ MESSAGE = (
     "週末は作り置きをしています。最近はランニングも始めて、月に一度は友達と走っています。"
     "苦手なものは朝早く起きることくらいです。どうぞよろしくお願いします！"
 )
+
+
+def chat(entries: int, profile: Profile) -> list[dict[str, object]]:
+    """A history of `entries`: short answers, each followed by Hera's next question."""
+    missing = profile.missing_fields()
+    history: list[dict[str, object]] = []
+    for i in range(entries // 2):
+        question = compose_reply(Profile(), profile, missing[i % len(missing) :])
+        history += [
+            {"speaker": "user", "message": "うーん"},
+            {"speaker": "hera", "message": question},
+        ]
+    return history
 
 
 def rss_kib() -> int:
@@ -83,6 +101,12 @@ def main() -> None:
         short = message[:chars]
         ms = cpu_ms(lambda short=short: brain.turn(short, profile, [], missing), args.turns)
         print(f"CPU per turn, {chars:>3} characters: {ms:.2f} ms")
+    print(f"turns over {THREAD_FROM_ENTRIES}+ history entries run on a worker thread")
+    for entries in (0, 100, 400, 1000, 4000):
+        history = chat(entries, profile)
+        ms = cpu_ms(lambda h=history: brain.turn("うーん", profile, h, missing), args.turns // 3)
+        print(f"CPU per 3-character turn, {entries:>4} history entries: {ms:.2f} ms")
+    analyser.close()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,11 @@ def main() -> None:
     parser.add_argument("--failures", action="store_true", help="list every miss and wrong value")
     args = parser.parse_args()
     corpus = load_corpus()
-    scores = score(corpus, JapaneseAnalyser.load())
+    analyser = JapaneseAnalyser.load()
+    try:
+        scores = score(corpus, analyser)
+    finally:
+        analyser.close()
     print(f"{len(corpus)} messages")
     print("\n".join(table(scores)))
     if args.failures:

@@ -130,6 +130,7 @@ async def round_trips(url: str) -> dict[str, list[str]]:
     from app.agents.turns import RequestKey
     from app.brains.offline.family import OfflineFamilyBrain
     from app.brains.offline.interview import OfflineInterviewBrain
+    from app.brains.offline.japanese import JapaneseAnalyser
     from tests.api.scripted_user import SCRIPT
 
     namespace = f"hera-bench-{uuid.uuid4().hex[:12]}"
@@ -143,7 +144,8 @@ async def round_trips(url: str) -> dict[str, list[str]]:
         return await original(*args, **kwargs)
 
     client.execute_command = counting  # type: ignore[method-assign]
-    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain())
+    analyser = JapaneseAnalyser.load()
+    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain(analyser))
     family = FamilyAgent(sessions=repo, brain=OfflineFamilyBrain())
     found: dict[str, list[str]] = {}
 
@@ -167,6 +169,7 @@ async def round_trips(url: str) -> dict[str, list[str]]:
         client.execute_command = original  # type: ignore[method-assign]
         await repo.aclose()
         await cleanup_namespace(url, namespace)
+        analyser.close()
     return found
 
 

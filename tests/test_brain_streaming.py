@@ -26,6 +26,7 @@ from app.brains.pieces import PIECE_CHARS
 from app.brains.slots import ModelSlots
 from app.domain.family import Persona, TripInfo, TripPlan
 from app.domain.profile import Profile
+from tests.support.brains import shared_analyser
 from tests.support.fake_gemini import (
     FakeGemini,
     error_body,
@@ -469,7 +470,7 @@ async def test_story_and_letter_pieces_join_to_the_returned_text(
 
 # ================================================================ offline brains
 async def test_offline_interview_streams_its_reply_in_pieces_and_answers_the_same() -> None:
-    brain = OfflineInterviewBrain()
+    brain = OfflineInterviewBrain(shared_analyser())
     turn: JSONDict = {
         "profile": Profile(),
         "history": [],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from app.agents.brains import InterviewBrain, InterviewTurn
 from app.brains.offline import interview_lexicon as lx
 from app.brains.offline.interview import (
+    THREAD_FROM_ENTRIES,
     OfflineInterviewBrain,
     Topic,
     compose_reply,
@@ -21,6 +22,7 @@ from app.brains.offline.interview import (
 )
 from app.brains.offline.japanese import JapaneseAnalyser
 from app.domain.profile import Profile
+from tests.support.brains import shared_analyser
 
 JSON = dict[str, Any]
 BIG_FIVE = {"openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"}
@@ -30,14 +32,8 @@ SINGLE_BASICS: JSON = {"age": 30, "gender": "女性", "relationship_status": "si
 MARRIED_BASICS: JSON = {"age": 40, "gender": "男性", "relationship_status": "married"}
 
 
-@functools.cache
-def analyser() -> JapaneseAnalyser:
-    """One analyser for this test process, as the app has one per process."""
-    return JapaneseAnalyser.load()
-
-
 def brain() -> OfflineInterviewBrain:
-    return OfflineInterviewBrain(analyser())
+    return OfflineInterviewBrain(shared_analyser())
 
 
 def parse(message: str, topic: str | None = None, sub: str | None = None, **profile: Any) -> JSON:
@@ -45,7 +41,7 @@ def parse(message: str, topic: str | None = None, sub: str | None = None, **prof
         message,
         profile=Profile.from_untrusted(profile),
         topic=Topic(topic, sub),
-        analyser=analyser(),
+        analyser=shared_analyser(),
     )
 
 
@@ -159,14 +155,14 @@ SCRIPTS = {
 
 # --- the scripted interview -----------------------------------------------------------
 @pytest.mark.parametrize("script", SCRIPTS.values(), ids=SCRIPTS.keys())
-async def test_a_scripted_japanese_user_completes_the_profile_in_at_most_eight_turns(
+async def test_a_scripted_japanese_user_completes_the_profile_with_their_last_message(
     script: list[str],
 ) -> None:
     session = await run_interview(brain(), script)
     profile, turns = session.profile, session.turns
 
     assert missing(profile) == []
-    assert len(turns) <= 8
+    assert len(script) <= 8 and len(turns) == len(script)  # every message read, none wasted
     assert all(turn.reply.strip() and JAPANESE.search(turn.reply) for turn in turns)
     assert lx.ALL_DONE in turns[-1].reply
     assert all(lx.ALL_DONE not in turn.reply for turn in turns[:-1])
@@ -495,7 +491,7 @@ async def test_short_answers_are_read_in_the_light_of_the_last_hera_question() -
 
     async def answer(question_field: str, message: str, profile: JSON) -> JSON:
         known = Profile.from_untrusted(profile)
-        question = compose_reply({}, known, [question_field])
+        question = compose_reply(Profile(), known, [question_field])
         history = [{"speaker": "hera", "message": question, "timestamp": "t"}]
         turn = await shared_brain.interview_turn(
             profile=known, history=history, message=message, missing_fields=missing(profile)
@@ -558,7 +554,7 @@ async def test_the_first_missing_field_gives_the_context_before_hera_has_asked()
 def test_hera_recognises_each_of_her_own_questions(field: str) -> None:
     expected = {"age": "basics", "ideal_partner": "partner", "current_partner": "partner"}
     profile = Profile.from_untrusted({} if field == "age" else MARRIED_BASICS)
-    reply = compose_reply({"location": "東京"}, profile, [field])
+    reply = compose_reply(Profile(location="東京"), profile, [field])
 
     assert topic_of_question(reply).field == expected.get(field, field)
 
@@ -566,7 +562,9 @@ def test_hera_recognises_each_of_her_own_questions(field: str) -> None:
 def test_a_question_about_one_partner_detail_is_recognised_as_that_detail() -> None:
     profile = {**SINGLE_BASICS, "ideal_partner": {"name": "花子", "appearance": "黒髪"}}
 
-    topic = topic_of_question(compose_reply({}, Profile.from_untrusted(profile), ["ideal_partner"]))
+    topic = topic_of_question(
+        compose_reply(Profile(), Profile.from_untrusted(profile), ["ideal_partner"])
+    )
 
     assert topic == Topic("partner", "temperament")
 
@@ -855,19 +853,22 @@ def _question_of(reply: str) -> str:
     return next(s for s in sentences if "？" in s or "教えて" in s or "聞かせ" in s)
 
 
+class ThreadRecording(JapaneseAnalyser):
+    """The shared dictionary, observed: records the thread of every analysis."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self) -> None:
+        super().__init__(shared_analyser()._dictionary)
+        self.threads: list[int] = []
+
+    def analyse(self, text: str) -> Any:
+        self.threads.append(threading.get_ident())
+        return super().analyse(text)
+
+
 async def test_long_messages_are_analysed_off_the_event_loop() -> None:
-    import threading
-
-    threads: list[int] = []
-
-    class Recording(JapaneseAnalyser):
-        __slots__ = ()
-
-        def analyse(self, text: str) -> Any:
-            threads.append(threading.get_ident())
-            return super().analyse(text)
-
-    recording = Recording(analyser()._dictionary)  # the same dictionary, observed
+    recording = ThreadRecording()
     long = "私は東京に住んでいる会社員で、休日は写真を撮りに出かけるのが好きです。" * 6
 
     await OfflineInterviewBrain(recording).interview_turn(
@@ -877,8 +878,27 @@ async def test_long_messages_are_analysed_off_the_event_loop() -> None:
         profile=Profile(), history=[], message="32歳です", missing_fields=missing({})
     )
 
-    assert threads[0] != threading.get_ident()
-    assert threads[1] == threading.get_ident()
+    assert recording.threads[0] != threading.get_ident()
+    assert recording.threads[1] == threading.get_ident()
+
+
+async def test_a_turn_over_a_long_history_runs_off_the_event_loop() -> None:
+    recording = ThreadRecording()
+    question = compose_reply(Profile(), Profile(), missing({}))
+    exchange = [{"speaker": "user", "message": "うーん"}, {"speaker": "hera", "message": question}]
+
+    await OfflineInterviewBrain(recording).interview_turn(
+        profile=Profile(),
+        history=exchange * (THREAD_FROM_ENTRIES // 2),
+        message="32歳です",
+        missing_fields=missing({}),
+    )
+    await OfflineInterviewBrain(recording).interview_turn(
+        profile=Profile(), history=exchange * 10, message="32歳です", missing_fields=missing({})
+    )
+
+    assert recording.threads[0] != threading.get_ident()
+    assert recording.threads[1] == threading.get_ident()
 
 
 def test_importing_the_app_loads_no_dictionary() -> None:

@@ -23,6 +23,7 @@ from app.repositories._codec import dumps
 from app.repositories._redis import create_redis_client
 from app.repositories.base import Changes, LockLost, SessionNotFound, StoreUnavailable
 from app.repositories.redis_sessions import RedisSessionRepository
+from tests.support.brains import shared_analyser
 from tests.support.polling import eventually
 from tests.support.redis_support import cleanup_namespace, namespace_keys
 from tests.support.services import free_port, unavailable
@@ -391,7 +392,7 @@ async def test_an_interview_turn_costs_four_round_trips_and_a_replay_three(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = make_repo()
-    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain())
+    hera = HeraAgent(sessions=repo, brain=OfflineInterviewBrain(shared_analyser()))
     sid = (await repo.create()).session_id
     await hera.handle_message(sid, "こんにちは")  # scripts loaded into the server's cache
     request = RequestKey.of("turn-2", "interview_message", "32歳の女性です。")

@@ -18,8 +18,8 @@ from app.agents.uploads import (
     UploadError,
     ext_for,
     normalise_upload,
-    sniff_image_type,
 )
+from app.domain.images import sniff_image_type
 
 LIMIT = 20_000_000
 GPS_IFD = 0x8825

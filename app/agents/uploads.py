@@ -13,13 +13,11 @@ upload's `info` can leak into the encoder.
 from __future__ import annotations
 
 import io
-from typing import Literal
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from app.agents.errors import AgentError
-
-ImageType = Literal["image/jpeg", "image/png", "image/webp"]
+from app.domain.images import sniff_image_type
 
 _PIL_FORMAT: dict[str, str] = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
 _EXTENSIONS: dict[str, str] = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -42,17 +40,6 @@ class ImageTooLarge(UploadError):
         super().__init__(f"image has too many pixels (limit {limit})")
         self.pixels = pixels
         self.limit = limit
-
-
-def sniff_image_type(head: bytes) -> ImageType | None:
-    """The image type from the first bytes (12 suffice); file names are never consulted."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def ext_for(content_type: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any, Final, TypeVar
 
 from app.agents.hera import COMPLETED, INCOMPLETE
 from app.agents.images import IMAGE_NAME
-from app.agents.uploads import sniff_image_type
 from app.domain.family import Plan, TripInfo
 from app.domain.history import HistoryEntry
+from app.domain.images import sniff_image_type
 from app.domain.personas import build_personas
 from app.domain.profile import Profile
 from app.migration.records import Photo, SessionRecord

@@ -15,7 +15,7 @@ from app.brains.offline.interview import OfflineInterviewBrain
 from app.domain.family import TripInfo, TripPlan
 from app.domain.profile import Profile
 from app.repositories.memory_sessions import MemorySessionRepository
-from tests.support.brains import Switchable
+from tests.support.brains import Switchable, shared_analyser
 from tests.support.writes import update
 
 Script = Callable[[dict[str, Any]], FamilyTurn]
@@ -96,7 +96,7 @@ def use(family: Family, script: Script, **kw: Any) -> ScriptedBrain:
 
 async def test_personas_are_created_once_by_complete_and_stored() -> None:
     _, store, sid = await family_with(profile())
-    hera = HeraAgent(sessions=store, brain=OfflineInterviewBrain())
+    hera = HeraAgent(sessions=store, brain=OfflineInterviewBrain(shared_analyser()))
 
     async def personas() -> list[dict[str, Any]]:
         snap = await store.load(session_id=sid, docs=["family", "state"])

@@ -6,6 +6,7 @@ test can prove that a refused request reached no model."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,12 +15,20 @@ from typing import Any
 from app.brains.offline.family import OfflineFamilyBrain
 from app.brains.offline.images import OfflineImageBrain
 from app.brains.offline.interview import OfflineInterviewBrain
+from app.brains.offline.japanese import JapaneseAnalyser
 from app.container import Brains, Replacements
 
 # Every call of a brain port that would reach a model (offline or Gemini).
 MODEL_CALLS = frozenset(
     {"interview_turn", "family_turn", "write_story", "write_letter", "partner_image", "child_image"}
 )
+
+
+@functools.cache
+def shared_analyser() -> JapaneseAnalyser:
+    """The one Japanese analyser of this test process, as the app has one per process
+    (loading the dictionary takes ~20 ms and ~40 MB: never once per test)."""
+    return JapaneseAnalyser.load()
 
 
 class Switchable:
@@ -49,7 +58,7 @@ class TestBrains:
     calls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.interview = Switchable(OfflineInterviewBrain(), self.calls)
+        self.interview = Switchable(OfflineInterviewBrain(shared_analyser()), self.calls)
         self.family = Switchable(OfflineFamilyBrain(), self.calls)
         self.images = Switchable(OfflineImageBrain(), self.calls)
 

@@ -14,6 +14,7 @@ from google.genai import types
 
 from app.agents.brains import BrainError, GeneratedImage
 from app.brains.gemini.caller import GeminiBrainBase
+from app.domain.images import sniff_image_type
 from app.domain.profile import Child
 
 _STYLE: Final = (
@@ -92,10 +93,6 @@ class GeminiImageBrain(GeminiBrainBase):
 
 def _image_type(data: bytes, label: str) -> str:
     """The content type of a PNG, JPEG or WebP image from its magic bytes."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise BrainError(f"the {label} is not a PNG, JPEG or WebP image")
+    if (content_type := sniff_image_type(data[:16])) is None:
+        raise BrainError(f"the {label} is not a PNG, JPEG or WebP image")
+    return content_type

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import Final, Unpack
 
 from app.agents.brains import BrainError, InterviewTurn, JSONDict, TextSink
 from app.brains.gemini.caller import (
     GeminiBrainBase,
+    GeminiOptions,
     field_tail,
     prompt_sections,
     recent_history,
@@ -18,6 +19,12 @@ from app.domain.profile import Profile
 
 class GeminiInterviewBrain(GeminiBrainBase):
     """Hera's interview on Gemini: one generate_content call per turn (plus bounded retries)."""
+
+    def __init__(self, **options: Unpack[GeminiOptions]) -> None:
+        super().__init__(**options)
+        # Built once per brain, not at import (it costs ~2 ms of pydantic schema work); the
+        # SDK copies what it sends.
+        self._schema = _interview_schema()
 
     async def interview_turn(
         self,
@@ -32,7 +39,7 @@ class GeminiInterviewBrain(GeminiBrainBase):
             purpose="interview",
             system=_HERA_SYSTEM,
             contents=_interview_prompt(profile, history, message, missing_fields),
-            schema=_INTERVIEW_SCHEMA,
+            schema=self._schema,
             on_partial=field_tail("reply", on_reply),
         )
         reply = data.get("reply")
@@ -117,7 +124,3 @@ def _interview_schema() -> JSONDict:
         "properties": {"reply": {"type": "string"}, "extracted": response_schema(Profile)},
         "required": ["reply", "extracted"],
     }
-
-
-# Built once (it costs ~2 ms of pydantic schema work); the SDK copies what it sends.
-_INTERVIEW_SCHEMA: Final = _interview_schema()

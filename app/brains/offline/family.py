@@ -19,14 +19,13 @@ pending destination used to recognise "somewhere else"):
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from app.agents.brains import FamilyLine, FamilyTurn, JSONDict, LineSink, TextSink
 from app.brains.offline import family_lexicon as fx
-from app.brains.offline.interview_lexicon import normalise
+from app.brains.offline._lexicon import nfkc
 from app.brains.pieces import stream_line, stream_text
 from app.domain.family import Persona, TripInfo, TripPlan
 from app.domain.profile import Profile
@@ -40,10 +39,10 @@ LETTER_RANGE = (600, 900)
 
 # --- reading the message ------------------------------------------------------------------
 def _text(message: str, names: Iterable[str] = ()) -> str:
-    text = normalise(message).lower()
+    text = nfkc(message).lower()
     for name in names:  # a child called 海斗 or 京子 is not a trip
         if len(name) >= 2:
-            text = text.replace(normalise(name).lower(), "〇")
+            text = text.replace(nfkc(name).lower(), "〇")
     return text
 
 
@@ -54,9 +53,8 @@ def _clause_rest(text: str, end: int) -> str:
 
 def _glued(neighbour: str, edge: str) -> bool:
     """Whether a name's edge character runs on into a neighbour of the same script."""
-    kana = f"[{fx.KATAKANA}]"
-    if re.match(kana, edge):
-        return bool(re.match(kana, neighbour))
+    if fx.KATAKANA_CHAR.match(edge):
+        return bool(fx.KATAKANA_CHAR.match(neighbour))
     return edge.isascii() and neighbour.isascii() and neighbour.isalnum()
 
 

@@ -11,23 +11,20 @@ import re
 from types import MappingProxyType
 from typing import Final, Literal
 
+from app.brains.offline._lexicon import HIRAGANA, KATAKANA, alternation
 from app.brains.offline.interview_lexicon import PREFECTURES
 
 Voice = Literal["plain", "polite", "kansai"]
 Band = Literal["little", "kid", "teen"]
 Phrases = MappingProxyType[str, tuple[str, ...]]
 
-KATAKANA: Final = "\u30a1-\u30fa\u30fc"
+KATAKANA_CHAR: Final = re.compile(f"[{KATAKANA}]")
 
 
 def _rows(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """`canonical=alt|alt` items separated by whitespace; a bare word is its own alternative."""
     items = (item.partition("=") for item in spec.split())
     return tuple((word, tuple(alts.split("|")) if alts else (word,)) for word, _, alts in items)
-
-
-def _alternation(words: tuple[str, ...]) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))
 
 
 def _pairs(spec: str) -> dict[str, str]:
@@ -64,7 +61,7 @@ PLACES: Final = (
     ),
 )
 PLACE_OF: Final = MappingProxyType({alt: c for c, alts in PLACES for alt in alts})
-PLACE: Final = re.compile(f"(?P<stem>{_alternation(tuple(PLACE_OF))})(?P<suffix>都|府|県)?")
+PLACE: Final = re.compile(f"(?P<stem>{alternation(PLACE_OF)})(?P<suffix>都|府|県)?")
 # A name right before these is a person, a dish or a word, not a trip (有馬さん, 伊勢海老).
 PLACE_NOT_AFTER: Final = re.compile(r"さん|ちゃん|くん|君|様|浴|海老|えび|病|漬")
 PLACE_NEEDS_CUE: Final = MappingProxyType({"大分": re.compile(r"県|に|へ|まで|旅|の温泉")})
@@ -136,12 +133,12 @@ STRONG_ACCEPT: Final = re.compile(
     r"|わーい|それがいい|(?:いい|良い)と思|気に入った|よっしゃ"
 )
 WEAK_ACCEPT: Final = re.compile(
-    r"(?<![ぁ-ゖ])(?:(?:はい)+|(?:うん)+|ええ)(?![ぁ-ゖー])|それでいい|いいよ|いいです|了解|大丈夫"
+    rf"(?<![{HIRAGANA}])(?:(?:はい)+|(?:うん)+|ええ)(?![{HIRAGANA}ー])|それでいい|いいよ|いいです|了解|大丈夫"
     r"|そうだね"
     r"|そうね|わかった|分かった|せやな|お願い"
 )
 DECLINE: Final = re.compile(
-    r"いいえ|(?<![ぁ-ゖ])いや(?:いや)?(?![ぁ-ゖー])|いやだ|やだ|嫌|やめ|止め|別の|べつの"
+    rf"いいえ|(?<![{HIRAGANA}])いや(?:いや)?(?![{HIRAGANA}ー])|いやだ|やだ|嫌|やめ|止め|別の|べつの"
     r"|(?:他|ほか)の|(?:他|ほか)に(?!も)|違う|ちがう|変え|変更|反対|ダメ|だめ|駄目|無理|微妙"
     r"|考え直|見直|却下|(?<![a-z])no(?![a-z])|ノー|うーん|う〜ん|うーむ|んー"
     r"|ちょっと(?:\.{2,}|・{2,}|$|違|微妙|難し|厳し|嫌)|(?<!文句)(?<!異議)なし(?:で|に|!|$)"

@@ -11,8 +11,9 @@ their meaning, and a place Hera is unsure of is asked back before it is stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, Literal
 
 import anyio
@@ -20,6 +21,7 @@ import anyio
 from app.agents.brains import InterviewTurn, JSONDict, TextSink
 from app.brains.offline import interview_lexicon as lx
 from app.brains.offline import readings as rd
+from app.brains.offline._lexicon import nfkc
 from app.brains.offline.japanese import JapaneseAnalyser, Morpheme
 from app.brains.pieces import stream_text
 from app.domain.profile import PARTNER_KEYS, Partner, Profile, partner_key, present
@@ -29,7 +31,12 @@ BASICS: Final = ("age", "gender", "relationship_status")  # asked together, in o
 # Longer messages are parsed on a worker thread: past this length a turn costs over ~1 ms
 # of CPU (bench/offline_analyser_cost.py).
 THREAD_FROM_CHARS: Final = 150
+# Each turn also counts how often Hera asked her next question before: past ~500 history
+# entries that count alone may cost ~1 ms (same bench), so such turns move too.
+THREAD_FROM_ENTRIES: Final = 500
 BREAK: Final = Morpheme("。", ("補助記号", "句点", "*", "*", "*", "*"), "。", "。")
+ASKING: Final = re.compile(r"[?？]|教えて|聞かせ")  # the sentence where a question starts
+TOPIC_PATTERN_OF: Final = MappingProxyType(dict(lx.TOPIC_PATTERNS))
 
 
 # --- what Hera asked last --------------------------------------------------------------
@@ -40,23 +47,42 @@ class Topic:
     pending: str | None = None  # a value Hera asked the person to confirm (「天神」でよろしい?)
 
 
-def asked_topic(history: list[JSONDict], missing_fields: list[str]) -> Topic:
-    """The topic of the last Hera question, else of the first missing field."""
+def last_question(history: list[JSONDict]) -> Topic:
+    """The topic of the last Hera message (Topic(None) when there is none, or unknown)."""
     hera = next((e for e in reversed(history) if e.get("speaker") == "hera"), None)
-    if hera is not None and (topic := topic_of_question(str(hera.get("message", "")))).field:
-        return topic
-    first = missing_fields[0] if missing_fields else None
-    return Topic("basics" if first in BASICS else "partner" if first in PARTNER_KEYS else first)
+    return Topic(None) if hera is None else topic_of_question(str(hera.get("message", "")))
+
+
+def asked_topic(last: Topic, missing_fields: list[str]) -> Topic:
+    """The topic of the last Hera question, else of the first missing field."""
+    if last.field:
+        return last
+    return Topic(topic_key(missing_fields[0]) if missing_fields else None)
+
+
+def times_asked(history: list[JSONDict], topic: str) -> int:
+    """How many Hera messages asked `topic`. Only a message naming one of its markers can
+    have asked it, so the others are skipped unread (a long history stays cheap)."""
+    if (markers := TOPIC_PATTERN_OF.get(topic)) is None:
+        return 0
+    return sum(
+        1
+        for e in history
+        if e.get("speaker") == "hera"
+        and markers.search(text := str(e.get("message", "")))
+        and topic_of_question(text).field == topic
+    )
 
 
 def topic_of_question(text: str) -> Topic:
-    # Acknowledgements come first and may name earlier topics: read from the question on.
-    sentences = re.split(r"(?<=[。!?！？])", text)
-    start = next((i for i, s in enumerate(sentences) if re.search(r"[?？]|教えて|聞かせ", s)), 0)
-    question = "".join(sentences[start:])
+    # Acknowledgements come first and may name earlier topics: read from the sentence where
+    # the question starts on.
+    asking = ASKING.search(text)
+    start = max(text.rfind(end, 0, asking.start()) for end in "。!?！？") + 1 if asking else 0
+    question = text[start:]
     pending = m[1] if (m := lx.CONFIRM.search(question)) else None
-    for name, markers in lx.TOPIC_MARKERS:
-        if any(m in question for m in markers):
+    for name, markers in lx.TOPIC_PATTERNS:
+        if markers.search(question):
             subs = [s for s, ms in lx.PARTNER_SUB_MARKERS if any(m in question for m in ms)]
             return Topic(name, subs[0] if name == "partner" and len(subs) == 1 else None, pending)
     return Topic(None)
@@ -139,7 +165,7 @@ def parse_message(
 def read_message(
     message: str, *, profile: Profile, topic: Topic, analyser: JapaneseAnalyser
 ) -> Parsed:
-    text = lx.nfkc(message)
+    text = nfkc(message)
     tokens = analyser.analyse(text)
     # A clause naming nobody is about whoever Hera's question was about.
     default: Subject = "child" if topic.field == "children_info" else "user"
@@ -203,16 +229,16 @@ def _traits(text: str, variant: str = "") -> dict[str, float]:
         source = text if word in text else variant if word in variant else ""
         if not source:
             continue
-        for m in re.finditer(re.escape(word), source):
-            text_ = source
-            if text_.startswith(lx.LOOKS, m.end()) or lx.TRAIT_NOT_AFTER.match(text_, m.end()):
+        for start in _finds(word, source):
+            end = start + len(word)
+            if source.startswith(lx.LOOKS, end) or lx.TRAIT_NOT_AFTER.match(source, end):
                 continue
-            before, value = text_[max(0, m.start() - 5) : m.start()], score
+            before, value = source[max(0, start - 5) : start], score
             if lx.INTENSIFIER.search(before):
                 value = 0.5 + (score - 0.5) * 1.25
             elif lx.SOFTENER.search(before):
                 value = 0.5 + (score - 0.5) * 0.6
-            if lx.NEGATION.match(text_, m.end()):
+            if lx.NEGATION.match(source, end):
                 value = 1 - value
             scores.setdefault(trait, []).append(min(0.95, max(0.05, value)))
     return {t: round(sum(v) / len(v), 2) for t, v in scores.items()}
@@ -224,24 +250,31 @@ def _words(text: str, table: lx.Stems, *, looks: bool = False) -> list[str]:
     found = []
     for canonical, stems in table:
         starts = [
-            m.start()
+            start
             for s in stems
-            if s in text
-            for m in re.finditer(re.escape(s), text)
-            if not lx.NEGATION.match(text, m.end())
-            and not text.startswith(lx.LOOKS, m.end())
-            and not (looks and lx.LOOK_NOUN.match(text, m.end()))
+            for start in _finds(s, text)
+            if not lx.NEGATION.match(text, start + len(s))
+            and not text.startswith(lx.LOOKS, start + len(s))
+            and not (looks and lx.LOOK_NOUN.match(text, start + len(s)))
         ]
         if starts:
             found.append((min(starts), canonical))
     return [w for _, w in sorted(found)]
 
 
+def _finds(word: str, text: str) -> Iterator[int]:
+    """Where `word` starts in `text`, left to right, occurrences not overlapping."""
+    start = text.find(word)
+    while start >= 0:
+        yield start
+        start = text.find(word, start + len(word))
+
+
 def _hobbies(text: str) -> list[str]:
     if not (m := lx.HOBBY.search(text)):
         return []
-    raw = re.sub(r"(?:です|とか|など|かな|だよ|だ)+$", "", m[1])
-    return [p for p in (p.strip() for p in re.split(r"[、,・]|と|や", raw)) if 0 < len(p) <= 15]
+    raw = lx.HOBBY_TAIL.sub("", m[1])
+    return [p for p in (p.strip() for p in lx.HOBBY_SPLIT.split(raw)) if 0 < len(p) <= 15]
 
 
 # --- names, partner, children ----------------------------------------------------------
@@ -261,13 +294,13 @@ def clean_name(raw: str) -> str | None:
         rest = name[i + 1 :]
         # After kanji/katakana a particle ends the name; between kana it may belong to it.
         if name[i] in lx.NAME_CONNECTORS and (
-            not re.fullmatch(f"[{lx.HIRAGANA}]+", name[:i])
-            or not re.match(f"[{lx.HIRAGANA}]", rest)
+            not lx.HIRAGANA_WORD.fullmatch(name[:i])
+            or not lx.HIRAGANA_WORD.match(rest)
             or rest.startswith(lx.DESCRIPTIVE)
         ):
             name = name[:i]
             break
-    valid = 0 < len(name) <= 10 and re.fullmatch(f"{lx.NAME_CHAR}+", name)
+    valid = len(name) <= 10 and lx.NAME_WORD.fullmatch(name)
     if not valid or name in lx.NAME_STOP or lx.NAME_REJECT.search(name):
         return None
     return None if any(w in name for w in lx.DESCRIPTIVE) else name
@@ -334,13 +367,12 @@ def _children(part: Part, topic: Topic, existing: object) -> list[JSONDict] | No
     before = (
         [dict(c) for c in existing if isinstance(c, dict)] if isinstance(existing, list) else []
     )
-    genders = {t: g for g, toks in lx.CHILD_TOKENS for t in toks}
     slots: list[JSONDict] = []
     paired: set[int] = set()
     for child in before:  # "さくらは女の子" answers the gender of a child named earlier
         if name := child.get("name"):
             for m in re.finditer(re.escape(str(name)) + lx.NAMED_CHILD, text):
-                slots.append({"name": name, "desired_gender": genders[m["tok"]]})
+                slots.append({"name": name, "desired_gender": lx.CHILD_GENDER_OF[m["tok"]]})
                 paired.add(m.start("tok"))
     for m in lx.CHILD_TOKEN.finditer(text):
         if m.start("tok") in paired:
@@ -348,7 +380,8 @@ def _children(part: Part, topic: Topic, existing: object) -> list[JSONDict] | No
         name = clean_name(m["name"]) if m["name"] else None
         for i in range(min(int(m["pre"] or m["n"] or 1), 5)):
             slots.append(
-                {"desired_gender": genders[m["tok"]]} | ({"name": name} if name and not i else {})
+                {"desired_gender": lx.CHILD_GENDER_OF[m["tok"]]}
+                | ({"name": name} if name and not i else {})
             )
     counted = rd.child_genders(part.tokens)
     if len(counted) > len(slots):  # 子ども3人（男2女1）: the counts give the children
@@ -387,7 +420,8 @@ def _split_names(raw: str) -> list[str]:
     for sep, piece in zip(parts[1::2], parts[2::2], strict=True):
         short = len(pieces[-1]) < 2 or len(piece) < 2
         # A one-kana piece means the と was inside a name (ひとみ, ことね), not between two.
-        if sep == "と" and short and re.fullmatch(f"[{lx.HIRAGANA}]*", pieces[-1] + piece):
+        kana = not (pieces[-1] + piece) or lx.HIRAGANA_WORD.fullmatch(pieces[-1] + piece)
+        if sep == "と" and short and kana:
             pieces[-1] += sep + piece
         else:
             pieces.append(piece)
@@ -419,7 +453,7 @@ def _question(name: str, profile: Profile, variant: int = 0) -> str:
 
 
 def _phrase(name: str, variant: int) -> str:
-    wordings = dict(lx.QUESTIONS)[name]
+    wordings = lx.QUESTIONS[name]
     return wordings[variant % len(wordings)]
 
 
@@ -433,42 +467,39 @@ class Plan:
     set_aside: str | None = None
 
 
-def plan_question(history: list[JSONDict], remaining: list[str], changed: list[str]) -> Plan:
+def plan_question(
+    history: list[JSONDict], remaining: list[str], changed: list[str], *, last: str | None
+) -> Plan:
     """Never the same question twice in a row: an unanswered question is asked again in other
     words when the person told something else new, and set aside (another missing item is
-    asked; this one comes back later, in other words) when the message changed nothing."""
+    asked; this one comes back later, in other words) when the message changed nothing.
+    `last` is the topic of Hera's last message (see `last_question`)."""
     if not remaining:
         return Plan(None)
-    asked = [
-        topic_of_question(str(e.get("message", ""))).field
-        for e in history
-        if e.get("speaker") == "hera"
-    ]
     first = topic_key(remaining[0])
-    stuck = bool(asked) and asked[-1] == first and not any(topic_key(f) == first for f in changed)
+    stuck = last == first and not any(topic_key(f) == first for f in changed)
     choice = remaining[0]
     if stuck and not changed:
         choice = next((f for f in remaining if topic_key(f) != first), remaining[0])
     key = topic_key(choice)
-    return Plan(choice, asked.count(key), first if key != first else None)
+    return Plan(choice, times_asked(history, key), first if key != first else None)
 
 
 def compose_reply(
-    extracted: JSONDict,
+    understood: Profile,
     merged: Profile,
     remaining: list[str],
     *,
     unsure: dict[str, str] | None = None,
     plan: Plan | None = None,
 ) -> str:
-    """Thanks, what was understood (only values that pass the profile's validation), then
+    """Thanks, what was understood (the message's fields as the profile validated them), then
     a question: a reading to confirm, else the planned missing field (or that all is
     collected)."""
-    understood = Profile.from_untrusted(extracted).stored()
-    ack = lx.acknowledge(understood, lx.partner_word(merged))
+    ack = lx.acknowledge(understood.stored(), lx.partner_word(merged))
     plan = plan or Plan(remaining[0] if remaining else None)
     if plan.set_aside:
-        ack += dict(lx.SET_ASIDE).get(plan.set_aside, "")
+        ack += lx.SET_ASIDE.get(plan.set_aside, "")
     ack = ack or "もう少しだけ詳しく伺えますか。"
     if unsure and (place := unsure.get("location")):
         ask = lx.CONFIRM_PLACE.format(place=place)
@@ -485,9 +516,9 @@ class OfflineInterviewBrain:
 
     __slots__ = ("_analyser",)
 
-    def __init__(self, analyser: JapaneseAnalyser | None = None) -> None:
-        # The composition root passes the process's analyser; a brain built alone loads one.
-        self._analyser = analyser or JapaneseAnalyser.load()
+    def __init__(self, analyser: JapaneseAnalyser) -> None:
+        # The process's one analyser, loaded and closed by the composition root.
+        self._analyser = analyser
 
     async def interview_turn(
         self,
@@ -499,7 +530,7 @@ class OfflineInterviewBrain:
         on_reply: TextSink | None = None,
     ) -> InterviewTurn:
         args = (message, profile, history, missing_fields)
-        if len(message) >= THREAD_FROM_CHARS:
+        if len(message) >= THREAD_FROM_CHARS or len(history) >= THREAD_FROM_ENTRIES:
             extracted, reply = await anyio.to_thread.run_sync(self.turn, *args)
         else:
             extracted, reply = self.turn(*args)
@@ -510,17 +541,14 @@ class OfflineInterviewBrain:
         self, message: str, profile: Profile, history: list[JSONDict], missing_fields: list[str]
     ) -> tuple[JSONDict, str]:
         """The extracted fields and the reply (pure CPU work, safe on any thread)."""
-        topic = asked_topic(history, missing_fields)
+        last = last_question(history)
+        topic = asked_topic(last, missing_fields)
         parsed = read_message(message, profile=profile, topic=topic, analyser=self._analyser)
-        extracted = parsed.fields
         # What the agent will store: the same validation and merge, so the reply asks next
         # for what will really still be missing.
-        merged, changed = profile.merge(Profile.from_untrusted(extracted))
-        still = merged.missing_fields()
-        # The agent's list says what is missing; a new status may rename the partner key.
-        key = merged.partner_key
-        named = dict.fromkeys(key if f in PARTNER_KEYS else f for f in missing_fields)
-        remaining = [f for f in named if f in still] or still
-        plan = plan_question(history, remaining, changed)
-        reply = compose_reply(extracted, merged, remaining, unsure=parsed.unsure, plan=plan)
-        return extracted, reply
+        understood = Profile.from_untrusted(parsed.fields)
+        merged, changed = profile.merge(understood)
+        remaining = merged.missing_fields()
+        plan = plan_question(history, remaining, changed, last=last.field)
+        reply = compose_reply(understood, merged, remaining, unsure=parsed.unsure, plan=plan)
+        return parsed.fields, reply

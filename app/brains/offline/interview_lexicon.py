@@ -8,9 +8,10 @@ lists are written as compact text blocks and turned into tuples once; all is imm
 from __future__ import annotations
 
 import re
-import unicodedata
+from types import MappingProxyType
 from typing import Any, Final
 
+from app.brains.offline._lexicon import HIRAGANA, KANJI, KATAKANA, alternation
 from app.domain.profile import Profile
 
 Stems = tuple[tuple[str, tuple[str, ...]], ...]  # (canonical word, stems found in text)
@@ -32,44 +33,10 @@ def _split(spec: str) -> tuple[str, ...]:
     return tuple(spec.split())
 
 
-def _alternation(words: tuple[str, ...] | frozenset[str]) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w)))
-
-
-# --- characters and numbers -------------------------------------------------------------
-HIRAGANA: Final = "\u3041-\u3096"
-NAME_CHAR: Final = f"[{HIRAGANA}\u30a1-\u30fa\u30fc\u4e00-\u9fff々A-Za-z]"
-NUMERAL_RUN: Final = re.compile(r"[〇一二三四五六七八九十百千]+(?=歳|才|万|億|人)")
-AGE: Final = re.compile(
-    r"年齢(?:は|:)?\s*(\d{1,3})|(\d{1,3})\s*(?:歳|才)(?!の|児|差|以|まで|から|年)"
-)
-LONE_NUMBER: Final = re.compile(r"(?<![\d.])(\d{2,5})(?![\d.]|\s*(?:万|億|人|年|月|日|円|cm|kg|%))")
-MONEY: Final = re.compile(  # groups: range start?, amount, 万|億, 円?, bound?
-    r"(?:(\d+(?:\.\d+)?)(?:\s*万円?)?\s*(?:[~〜\-ー]|から)\s*)?(\d+(?:\.\d+)?)\s*(万|億)(円)?"
-    r"(以上|以下|未満)?"
-)
-
-
-def nfkc(message: str) -> str:
-    """NFKC (３２ -> 32, ！ -> !) and single spaces: the text the analyser reads."""
-    return re.sub(r"[ \t]+", " ", unicodedata.normalize("NFKC", message)).strip()
-
-
-def normalise(message: str) -> str:
-    """NFKC (３２ -> 32, ！ -> !), kanji numerals before counters as digits, single spaces."""
-    text = unicodedata.normalize("NFKC", message)
-    text = NUMERAL_RUN.sub(lambda m: str(_kanji_number(m.group())), text)
-    return re.sub(r"[ \t]+", " ", text).strip()
-
-
-def _kanji_number(run: str) -> int:
-    total, digit = 0, 0
-    for ch in run:
-        if ch in "十百千":
-            total, digit = total + (digit or 1) * 10 ** ("十百千".index(ch) + 1), 0
-        else:
-            digit = digit * 10 + "〇一二三四五六七八九".index(ch)
-    return total + digit
+# --- characters -----------------------------------------------------------------------
+NAME_CHAR: Final = f"[{HIRAGANA}{KATAKANA}{KANJI}A-Za-z]"
+NAME_WORD: Final = re.compile(f"{NAME_CHAR}+")
+HIRAGANA_WORD: Final = re.compile(f"[{HIRAGANA}]+")
 
 
 # --- whom a clause is about -------------------------------------------------------------
@@ -80,13 +47,13 @@ PARTNER_MARKERS: Final = _split(
 CHILD_MARKERS: Final = _split(
     "子ども 子供 こども お子 息子 娘 男の子 女の子 長男 長女 次男 次女 三男 三女 赤ちゃん"
 )
-_ANY_MARKER: Final = _alternation(frozenset({*USER_MARKERS, *PARTNER_MARKERS, *CHILD_MARKERS}))
+_ANY_MARKER: Final = alternation(frozenset({*USER_MARKERS, *PARTNER_MARKERS, *CHILD_MARKERS}))
 CLAUSE_BREAK: Final = re.compile(
     rf"[。!?\n]+|[、,](?=\s*(?:{_ANY_MARKER}))|(?<!の)(?=(?:{_ANY_MARKER})(?:は|が|も))"
 )
 SUBJECT_MARKERS: Final = re.compile(
-    f"(?P<user>{_alternation(USER_MARKERS)})|(?P<partner>{_alternation(PARTNER_MARKERS)})"
-    f"|(?P<child>{_alternation(CHILD_MARKERS)})"
+    f"(?P<user>{alternation(USER_MARKERS)})|(?P<partner>{alternation(PARTNER_MARKERS)})"
+    f"|(?P<child>{alternation(CHILD_MARKERS)})"
 )
 STRONG_PARTNER_CUE: Final = re.compile(  # not 1人がいい (a count)
     r"(?<![\d一二三四五六七八九十何])(?:人|方|女性|男性)(?:が|で)?(?:好き|いい|良い|理想|タイプ)|(?:理想|タイプ)は"
@@ -95,7 +62,7 @@ WEAK_PARTNER_CUE: Final = re.compile(r"(?:な|い)人(?!間|見知り|生)")
 CHILD_WISH: Final = re.compile(r"欲し|ほし|望|名前|名付")
 # A clause about the partner alone ("彼女は大阪に住んでいます"): not the person's home or pay.
 PARTNER_TOPIC: Final = re.compile(
-    rf"^(?:理想の)?(?:{_alternation(PARTNER_MARKERS)})(?:さん)?(?:の(?:年収|収入|給料)|は|が|も)"
+    rf"^(?:理想の)?(?:{alternation(PARTNER_MARKERS)})(?:さん)?(?:の(?:年収|収入|給料)|は|が|も)"
 )
 YES: Final = re.compile(
     r"^(?:はい|うん|ええ|そう|そうです|そのとおり|その通り|合って|あって|yes|ok)", re.I
@@ -153,19 +120,8 @@ CITIES: Final = _split(
     "高松 大津 松本 豊田 岡崎 豊橋 函館 旭川 盛岡 郡山 いわき 水戸 甲府 四日市 下関 佐世保"
 )
 KNOWN_PLACES: Final = frozenset({*PREFECTURES, *CITIES})
-LOCATION_ALIASES: Final = (("都内", "東京"), ("道内", "北海道"))
-PLACE: Final = re.compile(  # the possessive suffix keeps 大阪府出身 from matching as 大阪
-    f"(?P<place>{_alternation(frozenset({*PREFECTURES, *CITIES}))})(?:都|府|県|市)?+"
-    r"(?!出身|生まれ|育ち)"
-)
-RESIDENCE: Final = re.compile(
-    rf"(?P<place>{NAME_CHAR}{{1,12}}?)(?:に住|在住|で暮ら|に暮ら|住まい|暮らし)"
-    rf"|住まいは\s*(?P<after>{NAME_CHAR}{{1,12}}?)(?:です|だ|。|、|$)"
-)
-RESIDENCE_NOISE: Final = re.compile(r"^(?:現在|今は|今|いま|ずっと|昔から|主に|実家の)")
+LOCATION_ALIASES: Final = MappingProxyType({"都内": "東京", "道内": "北海道"})
 NOT_A_PLACE: Final = re.compile(r"人|実家|家族|一緒|近く|ここ|そこ|どこ")
-INCOME_WORDS: Final = re.compile(r"年収|収入|給料|給与|稼ぎ|手取り|月収")
-INCOME_NOT: Final = re.compile(r"貯金|貯蓄|借金|ローン|家賃|資産|家を|車")
 INCOME_PRIVATE: Final = re.compile(r"秘密|内緒|非公開|答えたくない|言いたくない|控えさせ")
 
 # --- Big Five ---------------------------------------------------------------------------
@@ -263,13 +219,12 @@ DESCRIPTIVE: Final = tuple(
     sorted({s for _, stems in (*TEMPERAMENT, *APPEARANCE) for s in stems}
            | {s for s, _, _ in TRAIT_KEYWORDS})
 )  # fmt: skip
-LEAD: Final = re.compile(  # "彼女の顔は" before a description
-    rf"^(?:(?:理想の)?(?:{_ANY_MARKER})の?)?(?:顔立ち|顔|見た目|外見|性格|名前)?(?:は|が|:)?\s*"
-)
 TAIL: Final = re.compile(
     r"(?:がいいです|がいいな|がいい|が好きです|が好き|が理想です|が理想|です|だよ|だ|かな|。)+$"
 )
 HOBBY: Final = re.compile(r"趣味は\s*([^。!?]+)")
+HOBBY_TAIL: Final = re.compile(r"(?:です|とか|など|かな|だよ|だ)+$")
+HOBBY_SPLIT: Final = re.compile(r"[、,・]|と|や")
 
 # --- names ------------------------------------------------------------------------------
 NAME_IS: Final = re.compile(rf"名前(?:は|が|:)\s*「?({NAME_CHAR}{{1,14}})")
@@ -281,7 +236,7 @@ NAME_OF: Final = re.compile(
     rf"(?:妻|夫|嫁|奥さん|奥様|旦那|主人|彼女|彼氏|恋人|パートナー)の\s*「?({NAME_CHAR}{{1,14}})"
 )
 HONORIFIC: Final = re.compile(
-    r"([\u4e00-\u9fff々]{1,4}|[ァ-ヺー]{2,6}|[ぁ-ゖ]{2,5})(?:さん|ちゃん|くん)"
+    rf"([{KANJI}]{{1,4}}|[{KATAKANA}]{{2,6}}|[{HIRAGANA}]{{2,5}})(?:さん|ちゃん|くん)"
 )
 NAME_LIST: Final = re.compile(r"名前(?:は|が|:)\s*「?([^。!?]+)")
 NAME_SPLIT: Final = re.compile(r"([、,・/&]|と(?!と))")
@@ -311,7 +266,8 @@ CHILD_TOKENS: Final = (
     ("女の子", ("長女", "次女", "三女", "娘", "女の子", "女児")),
     ("どちらでも", ("どちらでも", "どっちでも", "性別は問わ", "こだわらな")),
 )
-_CHILD_TOKEN_ALT: Final = _alternation(tuple(t for _, toks in CHILD_TOKENS for t in toks))
+CHILD_GENDER_OF: Final = MappingProxyType({t: g for g, toks in CHILD_TOKENS for t in toks})
+_CHILD_TOKEN_ALT: Final = alternation(CHILD_GENDER_OF)
 CHILD_TOKEN: Final = re.compile(  # "2人の娘", "男の子が2人", "長男 太郎", "娘の名前はさくら"
     rf"(?:(?P<pre>\d)\s*人の)?(?P<tok>{_CHILD_TOKEN_ALT})(?:(?:が|を|は)?\s*(?P<n>\d)\s*人)?"
     rf"(?:(?:\s*(?:の名前は|の名前が|は|の|:)\s*|\s+)「?(?P<name>{NAME_CHAR}{{1,12}}))?"
@@ -341,88 +297,66 @@ PARTNER_LABELS: Final = (
     ("temperament", "ご性格"),
     ("appearance", "見た目（背格好や雰囲気）"),
 )
-QUESTIONS: Final = (  # wordings of each question: the first, then when Hera comes back to it
-    (
-        "basics",
-        (
+# Wordings of each question: the first, then when Hera comes back to it.
+QUESTIONS: Final = MappingProxyType(
+    {
+        "basics": (
             "あなたご自身のことを聞かせてください。{labels}を教えていただけますか？",
             "よろしければ、{labels}も教えてください。",
             "あとで構いませんので、{labels}を聞かせていただけますか？",
         ),
-    ),
-    (
-        "location",
-        (
+        "location": (
             "どちらにお住まいですか？（例: 東京、大阪）",
             "今お住まいの地域（都道府県や市区町村）を教えていただけますか？",
             "差し支えなければ、どのあたりにお住まいか聞かせてください。",
         ),
-    ),
-    (
-        "income_range",
-        (
+        "income_range": (
             "差し支えなければ、おおよその年収を教えていただけますか？（例: 500万円）",
             "年収はどのくらいでしょう？だいたいの金額や「〜万円くらい」で大丈夫です。",
             "もしよければ、年収の目安を聞かせてください（答えたくなければ「秘密」でも構いません）。",
         ),
-    ),
-    (
-        "user_personality_traits",
-        (
+        "user_personality_traits": (
             "あなたご自身はどんな性格ですか？「社交的」「几帳面」「心配性」「好奇心旺盛」など、"
             "思いつく言葉で教えてください。",
             "ご自分の性格を、友達によく言われる言葉で教えていただけますか？"
             "（例: 人見知り、頑張り屋、マイペース）",
             "あなたの性格についてもう少し聞かせてください。明るい・慎重・のんびり、など一言でも大丈夫です。",
         ),
-    ),
-    (
-        "partner_face_description",
-        (
+        "partner_face_description": (
             "{pw}のお顔立ちを教えてください。目元や髪型、雰囲気など、思い浮かぶままにどうぞ。",
             "{pw}は、どんなお顔立ちでしょう？目や髪のことを一つ聞かせてください。",
         ),
-    ),
-    (
-        "partner",
-        (
+        "partner": (
             "{pw}の{labels}を教えていただけますか？",
             "ところで、{pw}の{labels}も聞かせてください。",
         ),
-    ),
-    ("ideal_name_hint", ("（思い描く方に付けたいお名前で構いません）",)),
-    (
-        "children_info",
-        (
+        "ideal_name_hint": ("（思い描く方に付けたいお名前で構いません）",),
+        "children_info": (
             "最後に、お子さまについて教えてください。男の子・女の子・どちらでも、"
             "思い描くお子さまとお名前を聞かせてください。",
             "お子さまは、男の子と女の子のどちらを思い描いていますか？お名前も教えてください。",
         ),
-    ),
-    (
-        "child_gender",
-        (
+        "child_gender": (
             "お子さま（{names}）は、男の子・女の子・どちらでも、どれを思い描いていますか？",
             "{names}は、男の子ですか、女の子ですか？（どちらでも、でも大丈夫です）お子さまのことです。",
         ),
-    ),
-    (
-        "child_name",
-        (
+        "child_name": (
             "お子さまのお名前は、何にしましょうか？教えてください。",
             "お子さまに付けたいお名前を聞かせてください。",
         ),
-    ),
+    }
 )
 # Said when Hera sets a question aside because the person talked about something else.
-SET_ASIDE: Final = (
-    ("basics", "ご年齢などは、また後で伺いますね。"),
-    ("location", "お住まいのことは、また後で伺いますね。"),
-    ("income_range", "年収のことは、また後ほど。"),
-    ("user_personality_traits", "ご性格のことは、また後ほど。"),
-    ("partner_face_description", "お顔立ちのことは、また後で伺いますね。"),
-    ("partner", "お相手のことは、また後で伺いますね。"),
-    ("children_info", "お子さまのことは、また後で伺いますね。"),
+SET_ASIDE: Final = MappingProxyType(
+    {
+        "basics": "ご年齢などは、また後で伺いますね。",
+        "location": "お住まいのことは、また後で伺いますね。",
+        "income_range": "年収のことは、また後ほど。",
+        "user_personality_traits": "ご性格のことは、また後ほど。",
+        "partner_face_description": "お顔立ちのことは、また後で伺いますね。",
+        "partner": "お相手のことは、また後で伺いますね。",
+        "children_info": "お子さまのことは、また後で伺いますね。",
+    }
 )
 CONFIRM_PLACE: Final = "お住まいは「{place}」でよろしいですか？"
 CONFIRM: Final = re.compile(r"「([^」]+)」でよろしいですか")
@@ -438,6 +372,8 @@ TOPIC_MARKERS: Final = (
     ("location", ("お住まい", "住んで", "お住まいの地域")),
     ("basics", ("年齢", "おいくつ", "性別", "ご結婚")),
 )
+TOPIC_PATTERNS: Final = tuple((name, re.compile(alternation(ms))) for name, ms in TOPIC_MARKERS)
+SPOUSE_WORD: Final = MappingProxyType({"女性": "旦那さま", "男性": "奥さま"})  # by user's gender
 PARTNER_SUB_MARKERS: Final = (
     ("name", ("お名前", "名前")),
     ("temperament", ("性格", "人柄")),
@@ -449,7 +385,7 @@ def partner_word(profile: Profile) -> str:
     """How Hera refers to the partner the interview is about."""
     status = profile.relationship_status
     if status == "married":
-        spouse = {"女性": "旦那さま", "男性": "奥さま"}.get(profile.gender or "")
+        spouse = SPOUSE_WORD.get(profile.gender or "")
         return spouse or "パートナーの方"
     return "お付き合いしている方" if status == "partnered" else "理想のお相手"
 

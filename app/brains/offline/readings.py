@@ -8,9 +8,9 @@ a number is a numeral with its counter, and "子ども/こども" are one word.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from app.brains.offline import interview_lexicon as lx
@@ -35,8 +35,14 @@ SUFFIXES: Final = frozenset("都道府県市区町村郡")
 
 def negated_after(tokens: Tokens, i: int) -> bool:
     """Whether what follows token i denies it: 住んでいません, 東京じゃなくて, 32歳ではない."""
+    return _said_after(tokens, i, lambda m: m.base in NEGATORS or m.normal in NEGATORS)
+
+
+def _said_after(tokens: Tokens, i: int, sign: Callable[[Morpheme], bool]) -> bool:
+    """Whether a morpheme with `sign` follows token i within its own phrase: the next few
+    morphemes, up to a symbol, a noun or a conjunctive particle other than て/で."""
     for m in tokens[i + 1 : i + 7]:
-        if m.base in NEGATORS or m.normal in NEGATORS:
+        if sign(m):
             return True
         if m.is_symbol or m.is_noun or (m.pos[1] == "接続助詞" and m.surface not in "てで"):
             return False
@@ -296,6 +302,7 @@ def _man(yen: float, *, bare: bool = False) -> str:
 # --- location -----------------------------------------------------------------------------
 RESIDE_VERBS: Final = frozenset({"住む", "暮らす", "住める", "すむ", "くらす"})
 MOVE_VERBS: Final = frozenset({"引っ越す", "越す", "移る", "引越す"})
+LIVING_VERBS: Final = RESIDE_VERBS | MOVE_VERBS
 RESIDE_NOUNS: Final = frozenset(
     {"在住", "住まい", "移住", "住み", "引っ越し", "独り暮らし", "暮らし"}
 )
@@ -366,7 +373,7 @@ def location(tokens: Tokens, *, asked: bool, text: str) -> Reading | None:
     cued = False  # a residence was spoken of: places elsewhere in the message are not it
     denied: set[str] = set()  # places said with a denied or past residence
     for i, m in enumerate(tokens):
-        verb = m.pos[0] == "動詞" and (m.base in RESIDE_VERBS | MOVE_VERBS)
+        verb = m.pos[0] == "動詞" and m.base in LIVING_VERBS
         if not (verb or m.normal in RESIDE_NOUNS):
             continue
         cued = True
@@ -391,12 +398,7 @@ def location(tokens: Tokens, *, asked: bool, text: str) -> Reading | None:
 
 def _past(tokens: Tokens, i: int) -> bool:
     """住んでいた, 住んでました: where the person lived, not where they live."""
-    for m in tokens[i + 1 : i + 6]:
-        if m.normal == "た":
-            return True
-        if m.is_symbol or m.is_noun or (m.pos[1] == "接続助詞" and m.surface not in "てで"):
-            return False
-    return False
+    return _said_after(tokens, i, lambda m: m.normal == "た")
 
 
 def _place_before(tokens: Tokens, i: int) -> Reading | None:
@@ -444,7 +446,7 @@ def _places_anywhere(tokens: Tokens) -> list[Reading]:
 def _placeish(m: Morpheme) -> bool:
     if m.is_place or (m.surface in SUFFIXES and m.pos[0] in ("接尾辞", "名詞")):
         return True
-    if m.normal in NOT_PLACE and m.surface not in dict(lx.LOCATION_ALIASES):
+    if m.normal in NOT_PLACE and m.surface not in lx.LOCATION_ALIASES:
         return False
     return m.is_noun and m.pos[1] in ("固有名詞", "普通名詞") and m.pos[2] != ADVERBIAL
 
@@ -455,11 +457,11 @@ def _reading(run: list[Morpheme]) -> Reading | None:
     if not run:
         return None
     value = "".join(m.surface for m in run)
-    if alias := dict(lx.LOCATION_ALIASES).get(value):
+    if alias := lx.LOCATION_ALIASES.get(value):
         return Reading(alias, sure=True)
     if len(run) == 2 and run[1].surface in "都府県市" and run[0].surface in lx.KNOWN_PLACES:
         value = run[0].surface  # 神奈川県 -> 神奈川, 横浜市 -> 横浜
-    if not 0 < len(value) <= 20 or not re.fullmatch(f"{lx.NAME_CHAR}+", value):
+    if len(value) > 20 or not lx.NAME_WORD.fullmatch(value):
         return None
     if lx.NOT_A_PLACE.search(value):
         return None
@@ -468,7 +470,7 @@ def _reading(run: list[Morpheme]) -> Reading | None:
 
 def _bare_answer(text: str) -> str | None:
     bare = lx.TAIL.sub("", text.strip(" 。!?"))
-    if lx.NOT_AN_ANSWER.search(text) or not re.fullmatch(f"{lx.NAME_CHAR}{{1,10}}", bare):
+    if lx.NOT_AN_ANSWER.search(text) or len(bare) > 10 or not lx.NAME_WORD.fullmatch(bare):
         return None
     return None if lx.NOT_A_PLACE.search(bare) else bare
 
@@ -476,7 +478,9 @@ def _bare_answer(text: str) -> str | None:
 # --- children -------------------------------------------------------------------------------
 BOY: Final = frozenset(["男の子", "息子", "長男", "次男", "三男", "男児", "男"])
 GIRL: Final = frozenset(["女の子", "娘", "長女", "次女", "三女", "女児", "女"])
-COUNTS: Final = {"一人": 1, "二人": 2, "三人": 3, "四人": 4, "五人": 5, "双子": 2, "三つ子": 3}
+COUNTS: Final = MappingProxyType(
+    {"一人": 1, "二人": 2, "三人": 3, "四人": 4, "五人": 5, "双子": 2, "三つ子": 3}
+)
 
 
 def child_genders(tokens: Tokens) -> list[str]:
@@ -527,49 +531,48 @@ def _count(tokens: Tokens, i: int) -> int | None:
     return int(value) if nxt == "人" or after_gender else None
 
 
-KANA: Final = re.compile(f"[{lx.HIRAGANA}]+")
-
-
 # --- free text ------------------------------------------------------------------------------
-FRAME_WORDS: Final = sorted(
-    [
-        "理想",
-        "相手",
-        "お相手",
-        "彼女",
-        "彼氏",
-        "彼",
-        "妻",
-        "夫",
-        "奥さん",
-        "奥様",
-        "旦那",
-        "主人",
-        "パートナー",
-        "恋人",
-        "人",
-        "方",
-        "顔",
-        "お顔",
-        "顔立ち",
-        "顔つき",
-        "特徴",
-        "見た目",
-        "外見",
-        "容姿",
-        "イメージ",
-        "感じ",
-        "雰囲気",
-        "の",
-        "は",
-        "が",
-        ":",
-        "、",
-        ",",
-        "さん",
-    ],
-    key=len,
-    reverse=True,
+FRAME_WORDS: Final = tuple(
+    sorted(
+        [
+            "理想",
+            "相手",
+            "お相手",
+            "彼女",
+            "彼氏",
+            "彼",
+            "妻",
+            "夫",
+            "奥さん",
+            "奥様",
+            "旦那",
+            "主人",
+            "パートナー",
+            "恋人",
+            "人",
+            "方",
+            "顔",
+            "お顔",
+            "顔立ち",
+            "顔つき",
+            "特徴",
+            "見た目",
+            "外見",
+            "容姿",
+            "イメージ",
+            "感じ",
+            "雰囲気",
+            "の",
+            "は",
+            "が",
+            ":",
+            "、",
+            ",",
+            "さん",
+        ],
+        key=len,
+        reverse=True,
+    )
 )
 
 
@@ -597,20 +600,8 @@ def variant_text(tokens: Tokens) -> str:
     """The text with kana-spelled nouns and na-adjectives in their normal spelling
     (きちょうめん -> 几帳面, こども -> 子供), so word lists need one spelling."""
     return "".join(
-        m.normal if m.pos[0] in ("名詞", "形状詞") and KANA.fullmatch(m.surface) else m.surface
+        m.normal
+        if m.pos[0] in ("名詞", "形状詞") and lx.HIRAGANA_WORD.fullmatch(m.surface)
+        else m.surface
         for m in tokens
     )
-
-
-def person_names(tokens: Tokens) -> list[str]:
-    """Given names the dictionary knows (健太, 美咲, タカシ), joined when split (陽+翔)."""
-    names: list[str] = []
-    run = ""
-    for m in [*tokens, None]:
-        if m is not None and m.is_person:
-            run += m.surface
-            continue
-        if run and (m is None or m.normal not in ("出身", "駅", "区", "市", "町", "家")):
-            names.append(run)
-        run = ""
-    return names
