@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import email.message
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -67,12 +69,29 @@ class InvalidInput(AppError):
     status, code, message = 422, "invalid_input", "入力が正しくありません。"
 
 
+@dataclass(frozen=True)
+class ErrorReply:
+    """An error as the edge answers it: the status, the `{"error", "code", ...}` body and
+    headers. A JSON route sends it as a response; a stream sends its body as an event."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] | None = None
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers)
+
+
+def error_reply(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> ErrorReply:
+    return ErrorReply(status, {"error": message, "code": code, **extra}, headers)
+
+
 def error_body(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": message, "code": code, **extra}, status_code=status, headers=headers
-    )
+    return error_reply(status, code, message, headers=headers, **extra).response()
 
 
 # (exception type, status, code, message) — the most specific type first.
@@ -96,12 +115,12 @@ _DOMAIN_TABLE: tuple[tuple[type[Exception], int, str, str], ...] = (
 )  # fmt: skip
 
 
-def response_for(exc: Exception) -> JSONResponse | None:
-    """The JSON response for a known error, or None for an unexpected one."""
+def reply_for(exc: Exception) -> ErrorReply | None:
+    """What the edge answers for a known error, or None for an unexpected one."""
     if isinstance(exc, AppError):
-        return error_body(exc.status, exc.code, exc.message, **exc.extra)
+        return error_reply(exc.status, exc.code, exc.message, **exc.extra)
     if isinstance(exc, InterviewIncomplete):
-        return error_body(
+        return error_reply(
             409,
             "interview_incomplete",
             "まだ伺っていない項目があります。",
@@ -110,33 +129,33 @@ def response_for(exc: Exception) -> JSONResponse | None:
         )
     if isinstance(exc, MessageTooLong):
         message = f"メッセージは{exc.limit}文字以内で入力してください。"
-        return error_body(413, "message_too_long", message, limit=exc.limit)
+        return error_reply(413, "message_too_long", message, limit=exc.limit)
     if isinstance(exc, PreconditionFailed):
-        return error_body(409, exc.code, exc.message)
+        return error_reply(409, exc.code, exc.message)
     if isinstance(exc, InvalidToken):
         message = "ログイン情報を確認できません。もう一度ログインしてください。"
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        return error_body(401, "invalid_token", message, headers=headers)
+        return error_reply(401, "invalid_token", message, headers=headers)
     if isinstance(exc, AuthRequired):
         message = "ログインが必要です。"
-        return error_body(401, "auth_required", message, headers={"WWW-Authenticate": "Bearer"})
+        return error_reply(401, "auth_required", message, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, KeysUnavailable):
         log.warning("the token issuer's keys could not be fetched")
         message = "ログインを確認できません。しばらくしてから再試行してください。"
-        return error_body(503, "auth_unavailable", message, headers={"Retry-After": "30"})
+        return error_reply(503, "auth_unavailable", message, headers={"Retry-After": "30"})
     if isinstance(exc, SessionBusy) and exc.same_request:
         message = "同じリクエストを処理中です。少し待ってからもう一度お試しください。"
-        return error_body(409, "request_in_progress", message)
+        return error_reply(409, "request_in_progress", message)
     if isinstance(exc, RateLimited):
         message = "リクエストが多すぎます。しばらく待ってからもう一度お試しください。"
-        return error_body(429, "rate_limited", message, headers=exc.headers(), limit=exc.limit)
+        return error_reply(429, "rate_limited", message, headers=exc.headers(), limit=exc.limit)
     if isinstance(exc, QuotaExceeded):
         message = "このセッションで使える回数の上限に達しました。"
-        return error_body(429, "session_quota_exceeded", message, quota=exc.quota, limit=exc.limit)
+        return error_reply(429, "session_quota_exceeded", message, quota=exc.quota, limit=exc.limit)
     if isinstance(exc, Overloaded):
         message = "ただいま混み合っています。少し待ってからもう一度お試しください。"
         headers = {"Retry-After": str(exc.retry_after)}
-        return error_body(503, "overloaded", message, headers=headers)
+        return error_reply(503, "overloaded", message, headers=headers)
     for kind, status, code, message in _DOMAIN_TABLE:
         if isinstance(exc, kind):
             extra: dict[str, Any] = {}
@@ -145,8 +164,14 @@ def response_for(exc: Exception) -> JSONResponse | None:
                 log.warning("store unavailable: %s", exc)
             elif isinstance(exc, BrainError):
                 log.warning("llm failure: %s", type(exc).__name__)
-            return error_body(status, code, message, **extra)
+            return error_reply(status, code, message, **extra)
     return None
+
+
+def response_for(exc: Exception) -> JSONResponse | None:
+    """The JSON response for a known error, or None for an unexpected one."""
+    reply = reply_for(exc)
+    return reply.response() if reply is not None else None
 
 
 async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -209,9 +234,7 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
         phrase = "Error"
     code = getattr(exc, "code", None) or phrase.lower().replace(" ", "_").replace("-", "_")
     message = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else phrase
-    return JSONResponse(
-        {"error": message, "code": code}, status_code=exc.status_code, headers=exc.headers
-    )
+    return error_body(exc.status_code, code, message, headers=exc.headers)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,6 @@ from typing import Final
 
 from app.agents.access import GUEST, Caller
 from app.agents.brains import InterviewBrain
-from app.agents.errors import InterviewIncomplete
 from app.agents.family import family_start_fields
 from app.agents.streams import TurnStream
 from app.agents.turns import (
@@ -164,12 +163,12 @@ class HeraAgent(ChatAgent[InterviewBrain]):
             view = _view(turn.snapshot)
             if (earlier := turn.earlier()) is not None:
                 return InterviewView.from_record(earlier, view.history)
-            if view.missing:
-                raise InterviewIncomplete(view.missing)
+            # Refuses (InterviewIncomplete) while required fields are missing: the family's
+            # rule, the same one a family turn meets.
+            family = family_start_fields(view.profile, turn.snapshot.doc("family"), session_id)
             changes = Changes()
             if view.status != COMPLETED:
                 changes.update("state", {"interview_status": COMPLETED})
-            family = family_start_fields(view.profile, turn.snapshot.doc("family"), session_id)
             if family:
                 changes.update("family", family)
             done = InterviewView(view.profile, view.history, COMPLETED)

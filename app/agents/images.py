@@ -13,14 +13,15 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Sequence
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 import anyio.to_thread
 
 from app.agents.access import GUEST, Caller
 from app.agents.brains import GeneratedImage, ImageBrain
+from app.agents.concurrent import all_or_none
 from app.agents.errors import ImageNotFound, InterviewIncomplete, PreconditionFailed, UploadTooLarge
 from app.agents.turns import Quotas, RequestKey, Turn, open_turn
 from app.agents.uploads import ext_for, normalise_upload
@@ -38,7 +39,6 @@ from app.repositories.base import (
     utcnow,
 )
 
-T = TypeVar("T")
 IMAGE_NAME: Final = re.compile(r"^(user|partner|child_[1-9][0-9]?)$")
 
 
@@ -64,19 +64,6 @@ class StoredImage:
     @classmethod
     def from_record(cls, record: JSONDict) -> StoredImage:
         return cls(record["name"], record["content_type"], record["etag"], record["meta"])
-
-
-async def _all_or_none(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Run side by side; on the first failure cancel the rest (no model time is spent on
-    images nobody will store) and raise that failure itself, not a group."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # wait until they have stopped
-        raise
 
 
 def check_image_name(name: str) -> str:
@@ -230,7 +217,7 @@ class ImageAgent:
             user_photo = await read_all(await self._blobs.open(key=images["user"]["key"]))
             partner_img = await read_all(await self._blobs.open(key=images["partner"]["key"]))
             # Children are drawn side by side: one model latency for the whole family.
-            generated = await _all_or_none(
+            generated = await all_or_none(
                 [
                     self._brain.child_image(
                         user_photo=user_photo, partner_image=partner_img, child=child, index=index
@@ -243,25 +230,24 @@ class ImageAgent:
             named = {f"child_{i}": image for i, image in enumerate(generated, start=1)}
             return await self._save(turn, named, Changes().update("state", usage))
 
-    async def _index(self, session_id: str, caller: Caller) -> JSONDict:
+    async def image_entry(self, session_id: str, name: str, caller: Caller = GUEST) -> JSONDict:
+        """The index entry of a session's image (its key, content type and etag); a name that
+        is not an image's is ImageNotFound before the store is asked."""
+        check_image_name(name)
         snap = await self._sessions.load(session_id=session_id, docs=["images"])
         caller.check(snap.meta)
-        return snap.doc("images")
-
-    async def open_image(
-        self, session_id: str, name: str, caller: Caller = GUEST
-    ) -> tuple[JSONDict, BlobReader]:
-        entry = (await self._index(session_id, caller)).get(check_image_name(name))
+        entry: JSONDict | None = snap.doc("images").get(name)
         if entry is None:
             raise ImageNotFound(name)
-        return entry, await self._blobs.open(key=entry["key"])
+        return entry
 
-    async def presigned(
-        self, session_id: str, name: str, expires_in: int, caller: Caller = GUEST
-    ) -> str | None:
-        entry = (await self._index(session_id, caller)).get(check_image_name(name))
-        if entry is None:
-            raise ImageNotFound(name)
+    async def open_image(self, entry: JSONDict) -> BlobReader:
+        """The bytes of an image `image_entry` found (a GET of the blob store: callers compare
+        the entry's etag first)."""
+        return await self._blobs.open(key=entry["key"])
+
+    async def presigned(self, entry: JSONDict, expires_in: int) -> str | None:
+        """A short-lived URL of an image `image_entry` found; None when the store cannot sign."""
         return await self._blobs.presigned_url(key=entry["key"], expires_in=expires_in)
 
 

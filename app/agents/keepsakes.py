@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from app.agents.concurrent import READS_AT_ONCE, all_or_none
 from app.agents.family import family_view
 from app.agents.images import check_image_name
 from app.agents.uploads import ext_for
@@ -30,10 +30,12 @@ from app.repositories.base import (
     person_blob_prefix,
     read_all,
 )
-from app.repositories.users import IndexEntry, UserRepository, owner_key
+from app.repositories.users import UserRepository, owner_key
 
 log = logging.getLogger(__name__)
 DOCUMENT: Final = "keepsake.json"
+# Image copies in flight at once: each is held whole in memory while it is copied.
+COPIES_AT_ONCE: Final = 4
 
 
 def keepsake_prefix(owner: str, session_id: str) -> str:
@@ -87,15 +89,12 @@ class KeepsakeAgent:
             return False
         owner = owner_key(subject)
         prefix = keepsake_prefix(owner, session_id)
-        image_keys: dict[str, str] = {}
-        for name, entry in snap.doc("images").items():
-            try:
-                data = await read_all(await self._blobs.open(key=entry["key"]))
-            except BlobNotFound:
-                continue
-            key = f"{prefix}{name}.{ext_for(entry['content_type'])}"
-            await self._blobs.put(key=key, data=data, content_type=entry["content_type"])
-            image_keys[name] = key
+        images = snap.doc("images")
+        copied = await all_or_none(
+            [self._copy(entry, f"{prefix}{name}") for name, entry in images.items()],
+            at_most=COPIES_AT_ONCE,
+        )
+        image_keys = {name: key for name, key in zip(images, copied, strict=True) if key}
         partner = next((p for p in view.personas if p.kind == "partner"), None)
         children = [p for p in view.personas if p.kind == "child"]
         document: JSONDict = {
@@ -126,6 +125,16 @@ class KeepsakeAgent:
         )
         return True
 
+    async def _copy(self, entry: JSONDict, stem: str) -> str | None:
+        """Copy a session's image to `stem.<ext>`; None when its blob is gone."""
+        try:
+            data = await read_all(await self._blobs.open(key=entry["key"]))
+        except BlobNotFound:
+            return None
+        key = f"{stem}.{ext_for(entry['content_type'])}"
+        await self._blobs.put(key=key, data=data, content_type=entry["content_type"])
+        return key
+
     async def page(
         self, subject: str, limit: int, cursor: str | None
     ) -> tuple[list[Keepsake], str | None]:
@@ -133,19 +142,19 @@ class KeepsakeAgent:
         page = await self._users.index_page(
             owner_key=owner, index="keepsakes", limit=limit, cursor=cursor
         )
-        found = [k for entry in page.entries if (k := await self._read(owner, entry))]
-        return found, page.next_cursor
+        read = await all_or_none(
+            [self.get(owner, entry.item_id) for entry in page.entries], at_most=READS_AT_ONCE
+        )
+        return [keepsake for keepsake in read if keepsake is not None], page.next_cursor
 
-    async def _read(self, owner: str, entry: IndexEntry) -> Keepsake | None:
-        key = keepsake_prefix(owner, entry.item_id) + DOCUMENT
+    async def get(self, owner: str, session_id: str) -> Keepsake | None:
+        """A person's keepsake of a session, or None when there is none."""
+        key = keepsake_prefix(owner, session_id) + DOCUMENT
         try:
             raw = await read_all(await self._blobs.open(key=key))
         except BlobNotFound:
             return None
         return Keepsake(owner, _loads(raw))
-
-    async def get(self, owner: str, session_id: str) -> Keepsake | None:
-        return await self._read(owner, IndexEntry(session_id, datetime.now(UTC)))
 
     async def open_image(self, owner: str, session_id: str, name: str) -> BlobReader | None:
         """A keepsake's image, or None when there is no such keepsake or image."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from app.agents.access import GUEST, Caller
 from app.agents.errors import IdempotencyKeyReused
 from app.agents.family import family_status
@@ -12,9 +14,11 @@ from app.domain.profile import Profile
 from app.repositories.base import (
     BlobRepository,
     Changes,
+    DocName,
     JSONDict,
     SessionMeta,
     SessionRepository,
+    SessionSnapshot,
     session_blob_prefix,
 )
 from app.repositories.users import UserRepository, owner_key
@@ -62,20 +66,14 @@ class SessionLifecycle:
         """Timestamps, interview and family status, image names: one read, all documents."""
         snap = await self._sessions.load(session_id=session_id)
         caller.check(snap.meta)
-        profile, state, family = snap.doc("profile"), snap.doc("state"), snap.doc("family")
-        return {
-            "session_id": snap.meta.session_id,
-            "created_at": snap.meta.created_at,
-            "updated_at": snap.meta.updated_at,
-            "interview_status": state.get("interview_status", INCOMPLETE),
-            "profile_complete": Profile.from_stored(profile).complete,
-            "family_status": family_status(family),
-            "images": sorted(snap.doc("images")),
-            "image_versions": {
-                name: image_version(str(entry.get("etag", "")))
-                for name, entry in snap.doc("images").items()
-            },
-        }
+        return _summary(snap)
+
+    async def listed(self, session_id: str, caller: Caller = GUEST) -> JSONDict:
+        """What a list of sessions shows of one: timestamps, interview and family status.
+        One read of the two documents they come from (no profile, no image index)."""
+        snap = await self._sessions.load(session_id=session_id, docs=LISTED_DOCS)
+        caller.check(snap.meta)
+        return _listed(snap)
 
     async def delete(self, session_id: str, caller: Caller = GUEST) -> None:
         """Everything of the session goes; a running turn finishes first (the lock)."""
@@ -96,18 +94,47 @@ class SessionLifecycle:
         await self._sessions.delete(session_id=session_id)
         return True
 
-    async def claim(self, session_id: str, caller: Caller) -> SessionMeta:
+    async def claim(self, session_id: str, caller: Caller) -> JSONDict:
         """Give a guest session to the signed-in caller (sign in at the end and keep the
-        family). Claiming one's own session again changes nothing; another person's session
-        is not found."""
+        family) and return its summary. Claiming one's own session again changes nothing;
+        another person's session is not found."""
         if caller.owner_id is None:
             raise ValueError("only a signed-in person can claim a session")
         async with self._sessions.lock(session_id=session_id) as lease:
-            meta = await self._sessions.get_meta(session_id=session_id)
-            if meta.owner_id == caller.owner_id:
-                return await self._index(meta)  # again: the entry is there already
-            caller.check(meta)  # owned by someone else: not found
+            snap = await self._sessions.load(session_id=session_id)
+            if snap.meta.owner_id == caller.owner_id:
+                await self._index(snap.meta)  # again: the entry is there already
+                return _summary(snap)
+            caller.check(snap.meta)  # owned by someone else: not found
             await self._sessions.commit(
                 session_id=session_id, changes=Changes(owner_id=caller.owner_id), lease=lease
             )
-            return await self._index(await self._sessions.get_meta(session_id=session_id))
+            # Read again, not derived: the commit moved `updated_at` (the store's clock).
+            snap.meta = await self._index(await self._sessions.get_meta(session_id=session_id))
+            return _summary(snap)
+
+
+# The documents a session list reads of each session (`SessionLifecycle.listed`).
+LISTED_DOCS: Final[tuple[DocName, ...]] = ("state", "family")
+
+
+def _listed(snap: SessionSnapshot) -> JSONDict:
+    return {
+        "session_id": snap.meta.session_id,
+        "created_at": snap.meta.created_at,
+        "updated_at": snap.meta.updated_at,
+        "interview_status": snap.doc("state").get("interview_status", INCOMPLETE),
+        "family_status": family_status(snap.doc("family")),
+    }
+
+
+def _summary(snap: SessionSnapshot) -> JSONDict:
+    images = snap.doc("images")
+    return {
+        **_listed(snap),
+        "profile_complete": Profile.from_stored(snap.doc("profile")).complete,
+        "images": sorted(images),
+        "image_versions": {
+            name: image_version(str(entry.get("etag", ""))) for name, entry in images.items()
+        },
+    }

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from app.agents.access import Caller
+from app.agents.concurrent import READS_AT_ONCE, all_or_none
 from app.agents.lifecycle import SessionLifecycle
 from app.domain.images import image_version
 from app.domain.profile import Profile
@@ -76,45 +77,67 @@ class PeopleAgent:
     async def remove_tag(self, subject: str, tag: str) -> list[str]:
         return await self._users.remove_tag(owner_key=owner_key(subject), tag=tag)
 
+    async def _prune(self, owner: str, session_id: str) -> None:
+        """An entry met whose session is gone (expired, or not the person's): its leftovers
+        go with it, since the index was the way to find them."""
+        await self._lifecycle.remove_leftovers(session_id)
+        await self._users.index_remove(owner_key=owner, index="sessions", item_id=session_id)
+
+    async def _listed(self, owner: str, session_id: str, caller: Caller) -> JSONDict | None:
+        try:
+            listed = await self._lifecycle.listed(session_id, caller)
+        except SessionNotFound:
+            await self._prune(owner, session_id)
+            return None
+        listed["expires_at"] = listed["updated_at"] + self._ttl
+        return listed
+
     async def sessions(
         self, subject: str, limit: int, cursor: str | None = None
     ) -> tuple[list[JSONDict], str | None]:
-        """The person's live sessions, newest first; expired ones leave the index as met."""
+        """The person's live sessions, newest first; expired ones leave the index as met.
+        A page's sessions are read side by side, each only as far as a listing shows it."""
         owner, caller = owner_key(subject), Caller(owner_id=subject)
         found: list[JSONDict] = []
         while len(found) < limit:
             page = await self._users.index_page(
                 owner_key=owner, index="sessions", limit=limit - len(found), cursor=cursor
             )
-            for entry in page.entries:
-                try:
-                    summary = await self._lifecycle.summary(entry.item_id, caller)
-                except SessionNotFound:
-                    # Its leftovers go with its entry: the index was the way to find them.
-                    await self._lifecycle.remove_leftovers(entry.item_id)
-                    await self._users.index_remove(
-                        owner_key=owner, index="sessions", item_id=entry.item_id
-                    )
-                    continue
-                summary["expires_at"] = summary["updated_at"] + self._ttl
-                found.append(summary)
+            listed = await all_or_none(
+                [self._listed(owner, entry.item_id, caller) for entry in page.entries],
+                at_most=READS_AT_ONCE,
+            )
+            found.extend(summary for summary in listed if summary is not None)
             cursor = page.next_cursor
             if cursor is None:
                 break
         return found, cursor
 
     async def newest_profile(self, subject: str) -> NewestProfile | None:
-        newest, _ = await self.sessions(subject, limit=1)
-        if not newest:
-            return None
-        sid = newest[0]["session_id"]
-        try:
-            snap = await self._sessions.load(session_id=sid, docs=["profile", "images"])
-        except SessionNotFound:
-            return None
-        photo = snap.doc("images").get("user")
-        version = image_version(str(photo.get("etag", ""))) if photo else None
-        return NewestProfile(sid, Profile.from_stored(snap.doc("profile")), version)
+        """The newest live session's profile and photo: one index entry and one read of two
+        documents (more only while the entries met are of expired sessions)."""
+        owner, caller = owner_key(subject), Caller(owner_id=subject)
+        cursor: str | None = None
+        while True:
+            page = await self._users.index_page(
+                owner_key=owner, index="sessions", limit=1, cursor=cursor
+            )
+            for entry in page.entries:
+                try:
+                    snap = await self._sessions.load(
+                        session_id=entry.item_id, docs=["profile", "images"]
+                    )
+                    caller.check(snap.meta)
+                except SessionNotFound:
+                    await self._prune(owner, entry.item_id)
+                    continue
+                photo = snap.doc("images").get("user")
+                version = image_version(str(photo.get("etag", ""))) if photo else None
+                profile = Profile.from_stored(snap.doc("profile"))
+                return NewestProfile(entry.item_id, profile, version)
+            cursor = page.next_cursor
+            if cursor is None:
+                return None
 
     async def erase(self, subject: str) -> None:
         """Everything of the person: their sessions (data and images), keepsakes, record

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypeVar, get_args
 
 from app.agents.access import GUEST, Caller
 from app.agents.errors import EmptyMessage, IdempotencyKeyReused, MessageTooLong, QuotaExceeded
@@ -30,12 +30,7 @@ from app.repositories.base import (
 BrainT = TypeVar("BrainT")
 
 QuotaName = Literal["interview_messages", "family_messages", "partner_images", "child_image_rounds"]
-QUOTA_NAMES: Final[tuple[QuotaName, ...]] = (
-    "interview_messages",
-    "family_messages",
-    "partner_images",
-    "child_image_rounds",
-)
+QUOTA_NAMES: Final[tuple[QuotaName, ...]] = get_args(QuotaName)
 
 
 @dataclass(frozen=True)

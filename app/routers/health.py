@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.deps import ServicesDep
+from app.errors import error_body
 from app.repositories.base import RepositoryError
 from app.routers.bodies import LimitedRoute
 from app.schemas import HealthResponse, NotReadyResponse, ReadyResponse, error_responses
@@ -58,14 +59,7 @@ async def ready(services: ServicesDep) -> ReadyResponse | JSONResponse:
     checks = {"sessions": sessions, "blobs": blobs, "users": users}
     if "down" in checks.values():
         down = [name for name, state in checks.items() if state == "down"]
-        return JSONResponse(
-            {
-                "error": f"store unavailable: {', '.join(down)}",
-                "code": "not_ready",
-                "checks": checks,
-            },
-            status_code=503,
-        )
+        return error_body(503, "not_ready", f"store unavailable: {', '.join(down)}", checks=checks)
     # Whether a person's record would survive the store's restart ("none": memory only).
     durability = await services.users.durability()
     return ReadyResponse(status="ok", checks=checks, user_records=durability)

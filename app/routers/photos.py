@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from app.agents.access import Caller
-from app.agents.images import StoredImage, check_image_name
+from app.agents.images import StoredImage
 from app.agents.turns import RequestKey
 from app.deps import (
     CallerDep,
@@ -175,19 +175,20 @@ async def get_photo(
     exp: Annotated[str | None, Query(description="Expiry of a signed URL (Unix time).")] = None,
     sig: Annotated[str | None, Query(description="Signature of a signed URL.")] = None,
 ) -> Response:
-    check_image_name(name)  # a hostile name is 404 before any store is touched
     signer = request.app.state.services.auth.signer
     if signer is not None and signer.valid(photo_path(session_id, name), exp, sig):
         caller = Caller(owner_id=caller.owner_id, signed=True)  # the URL is the proof
-    if settings.blob_url_mode == "presigned":  # access is checked before the redirect
-        url = await images.presigned(session_id, name, settings.presigned_url_ttl, caller)
+    # Access is checked here, before a redirect or a byte; a hostile name is 404 (the agent
+    # checks it) before any store is touched.
+    entry = await images.image_entry(session_id, name, caller)
+    if settings.blob_url_mode == "presigned":
+        url = await images.presigned(entry, settings.presigned_url_ttl)
         if url is not None:
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    entry, reader = await images.open_image(session_id, name, caller)
     etag = f'"{entry["etag"]}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
-    if request.headers.get("if-none-match") == etag:
-        await reader.aclose()
+    if request.headers.get("if-none-match") == etag:  # the index says so: no blob GET
         return Response(status_code=304, headers=headers)
+    reader = await images.open_image(entry)
     headers["Content-Length"] = str(reader.info.size)
     return StreamingResponse(reader.chunks(), media_type=entry["content_type"], headers=headers)

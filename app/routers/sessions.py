@@ -198,6 +198,6 @@ async def claim_session(
     a completed one becomes a keepsake). Claiming one's own session again changes nothing;
     another person's is not found."""
     caller = Caller(owner_id=principal.subject)
-    await lifecycle.claim(session_id, caller)
-    await keepsakes.keep(session_id, principal.subject)
-    return _summary(request, await lifecycle.summary(session_id, caller), caller)
+    summary = await lifecycle.claim(session_id, caller)
+    await keepsakes.keep(session_id, principal.subject)  # writes no part of the session
+    return _summary(request, summary, caller)

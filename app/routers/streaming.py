@@ -29,7 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 
 from app.agents.streams import SHUTDOWN_GRACE_SECONDS, TurnStream
-from app.errors import response_for
+from app.errors import AppError, error_reply, reply_for
 from app.logs import request_id_var
 
 T = TypeVar("T")
@@ -54,16 +54,14 @@ def event_stream_doc(description: str) -> dict[int | str, dict[str, Any]]:
 
 def error_payload(error: BaseException) -> dict[str, Any]:
     """The body of the JSON error the route would have answered with."""
-    response = response_for(error) if isinstance(error, Exception) else None
-    if response is None:
+    reply = reply_for(error) if isinstance(error, Exception) else None
+    if reply is None:
         log.error("unhandled error in a streamed turn", exc_info=error)
-        return {
-            "error": "内部エラーが発生しました。",
-            "code": "internal_error",
-            "request_id": request_id_var.get(),
-        }
-    body: dict[str, Any] = json.loads(bytes(response.body))
-    return body
+        unexpected = AppError()  # its status, code and message are the unexpected error's
+        reply = error_reply(
+            unexpected.status, unexpected.code, unexpected.message, request_id=request_id_var.get()
+        )
+    return reply.body
 
 
 def _event(kind: str, data: dict[str, Any]) -> ServerSentEvent:

@@ -3,6 +3,7 @@ and erasing everything. Every route needs a valid bearer token (401 without)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -99,8 +100,10 @@ async def remove_tag(principal: PrincipalDep, body: TagRequest, people: PeopleDe
 )  # fmt: skip
 async def get_profile(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     services = request.app.state.services
-    record = await services.people.record(principal.subject)
-    newest = await services.people.newest_profile(principal.subject)
+    record, newest = await asyncio.gather(  # two stores: neither waits for the other
+        services.people.record(principal.subject),
+        services.people.newest_profile(principal.subject),
+    )
     profile = newest.profile if newest else None
     photo = None
     if newest and newest.photo_version:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,11 @@ from typing import Any
 import pytest
 
 from app.agents.brains import BrainError, BrainTimeout, InterviewTurn
+from app.agents.errors import InterviewIncomplete, MessageTooLong, QuotaExceeded
+from app.errors import AppError, NotFound, response_for
+from app.logs import request_id_var
+from app.repositories.base import SessionNotFound, StoreUnavailable
+from app.routers.streaming import error_payload
 from tests.api.conftest import ApiClient, open_client, stack_settings
 from tests.support.api import assert_json_error, new_session
 from tests.support.brains import TestBrains
@@ -224,3 +230,29 @@ async def test_unknown_sessions_leave_no_lock_files_behind(local_api: ApiClient)
     await local_api.post(f"/api/sessions/{sid}/messages", json={"message": "32歳です"})
     assert (await local_api.delete(f"/api/sessions/{sid}")).status_code == 204
     assert list(locks.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InterviewIncomplete(["age", "location"]),
+        MessageTooLong(500),
+        QuotaExceeded("partner_images", 2),
+        StoreUnavailable("blobs", "down"),
+        SessionNotFound("x"),
+        NotFound("画像が見つかりません。", code="image_not_found"),
+    ],
+)
+def test_a_streamed_error_event_carries_the_body_the_json_route_answers(error: Exception) -> None:
+    response = response_for(error)
+    assert response is not None
+    assert error_payload(error) == json.loads(bytes(response.body))
+
+
+def test_a_streamed_unexpected_error_is_the_json_500_body_with_a_request_id() -> None:
+    token = request_id_var.set("req-1")
+    try:
+        body = error_payload(RuntimeError("secret internals"))
+    finally:
+        request_id_var.reset(token)
+    assert body == {"error": AppError.message, "code": "internal_error", "request_id": "req-1"}

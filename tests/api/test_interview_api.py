@@ -82,6 +82,9 @@ async def test_complete_with_missing_fields_is_refused_with_the_list(api: ApiCli
     assert body["error"]
     assert body["missing_fields"][0] == "location"
     assert "age" not in body["missing_fields"]
+    summary = (await api.get(f"/api/sessions/{sid}")).json()  # the refusal stored nothing
+    assert summary["interview_status"] == "INCOMPLETE"
+    assert summary["family_status"] == "not_started"
 
 
 async def test_delete_removes_the_session_and_its_images(api: ApiClient) -> None:

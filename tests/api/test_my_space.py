@@ -625,6 +625,32 @@ async def test_a_record_age_of_zero_still_wins_over_the_interviews_age(
     assert ok(await space.get("/api/profile", headers=me))["age"] == 0
 
 
+async def test_the_profile_asks_the_record_and_the_newest_interview_at_once(
+    space: ApiClient, issuer: Issuer
+) -> None:
+    me = issuer.bearer(someone("both"))
+    await interview(space, me)
+    people = space.app.state.services.people
+    record, newest = people.record, people.newest_profile
+    newest_began = asyncio.Event()
+
+    async def record_once_newest_began(subject: str) -> Any:
+        # Asked one after the other, the newest interview would begin only after this.
+        await asyncio.wait_for(newest_began.wait(), timeout=5)
+        return await record(subject)
+
+    async def newest_noted(subject: str) -> Any:
+        newest_began.set()
+        return await newest(subject)
+
+    people.record, people.newest_profile = record_once_newest_began, newest_noted
+    try:
+        profile = ok(await space.get("/api/profile", headers=me))
+    finally:
+        del people.record, people.newest_profile  # back to the class's methods
+    assert profile["age"] == 32
+
+
 # ------------------------------------------------------------------------------ tokens
 SID = "00000000-0000-4000-8000-000000000000"
 ME_ROUTES = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -86,3 +87,31 @@ async def test_child_images_need_the_user_photo_and_partner_first(local_api: Api
     response = await local_api.post(f"/api/sessions/{sid}/generate-child-image")
     assert response.status_code == 409
     assert response.json()["code"] == "user_photo_missing"
+
+
+async def test_an_if_none_match_hit_is_304_from_the_index_without_opening_the_blob(
+    local_api: ApiClient,
+) -> None:
+    sid = await new_session(local_api)
+    await upload(local_api, sid, "me.jpg", jpeg_photo())
+    url = f"/api/sessions/{sid}/photos/user"
+    blobs = local_api.app.state.services.blobs
+    opened: list[str] = []
+    real_open = blobs.open
+
+    async def counted_open(*, key: str) -> Any:
+        opened.append(key)
+        return await real_open(key=key)
+
+    blobs.open = counted_open
+    try:
+        first = await local_api.get(url)
+        assert first.status_code == 200 and len(opened) == 1
+        again = await local_api.get(url, headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304 and again.headers["etag"] == first.headers["etag"]
+        assert len(opened) == 1  # the 304 came from the index entry alone
+        stale = await local_api.get(url, headers={"if-none-match": '"not-this-one"'})
+        assert stale.status_code == 200 and stale.content == first.content
+        assert len(opened) == 2
+    finally:
+        del blobs.open  # back to the class's method
