@@ -196,7 +196,10 @@ def _bar(desc: str, unit: str) -> Any:
 async def _copy(
     args: argparse.Namespace, settings: Settings, source: Settings | None, report: MigrationReport
 ) -> None:
-    async with _stores(settings) as (sessions, blobs):
+    # Every store is closed by the stack, each as soon as it is built: a later one failing
+    # to open leaks none of those before it.
+    async with AsyncExitStack() as stack:
+        sessions, blobs = await stack.enter_async_context(_stores(settings))
         if args.command == "import-legacy":
             with _bar("legacy sessions", "session") as bar:
                 await import_legacy(
@@ -206,26 +209,22 @@ async def _copy(
             return
         if source is not None:
             source_sessions = await build_session_repository(source)
-            try:
-                with _bar("sessions", "session") as bar:
-                    await copy_sessions(
-                        source_sessions, sessions, blobs, report=report,
-                        progress=bar, concurrency=args.concurrency,
-                    )  # fmt: skip
-            finally:
-                await source_sessions.aclose()
+            stack.push_async_callback(source_sessions.aclose)
+            with _bar("sessions", "session") as bar:
+                await copy_sessions(
+                    source_sessions, sessions, blobs, report=report,
+                    progress=bar, concurrency=args.concurrency,
+                )  # fmt: skip
         source_users = await _source_users(args, source)
         if source_users is not None:
+            stack.push_async_callback(source_users.aclose)
             users = await build_user_repository(settings)
-            try:
-                with _bar("people", "person") as bar:
-                    await copy_users(
-                        source_users, users, report=report,
-                        progress=bar, concurrency=args.concurrency,
-                    )  # fmt: skip
-            finally:
-                await users.aclose()
-                await source_users.aclose()
+            stack.push_async_callback(users.aclose)
+            with _bar("people", "person") as bar:
+                await copy_users(
+                    source_users, users, report=report,
+                    progress=bar, concurrency=args.concurrency,
+                )  # fmt: skip
         if args.from_blobs_dir is not None:
             # A directory of its own, not <HERA_DATA_DIR>/blobs: built here, not by the factory.
             from app.repositories.disk_blobs import DiskBlobRepository

@@ -115,17 +115,20 @@ def redis_client(settings: Settings) -> RedisClient:
 
 
 async def build_session_repository(
-    settings: Settings, *, clock: Clock | None = None
+    settings: Settings, *, clock: Clock | None = None, client: RedisClient | None = None
 ) -> SessionRepository:
+    """The session store of these settings. On Redis it uses `client` when given (shared:
+    its owner closes it), else a client of its own that its `aclose` closes."""
     if settings.resolved_session_type == "redis":
         from app.repositories.redis_sessions import RedisSessionRepository
 
         return RedisSessionRepository(
-            client=redis_client(settings),
+            client=client or redis_client(settings),
             ttl_seconds=settings.session_ttl,
             lock_ttl_seconds=settings.lock_ttl_seconds,
             lock_wait_seconds=settings.lock_wait_seconds,
             namespace=settings.redis_namespace,
+            owns_client=client is None,
         )
     from app.repositories.file_sessions import FileSessionRepository
 
@@ -137,14 +140,18 @@ async def build_session_repository(
     )
 
 
-async def build_user_repository(settings: Settings) -> UserRepository:
+async def build_user_repository(
+    settings: Settings, *, client: RedisClient | None = None
+) -> UserRepository:
     """The durable tier beside the sessions: the same Redis (its own keys, no TTL), or files
-    under HERA_DATA_DIR/users."""
+    under HERA_DATA_DIR/users. `client` as for build_session_repository."""
     if settings.resolved_session_type == "redis":
         from app.repositories.redis_users import RedisUserRepository
 
         users = RedisUserRepository(
-            client=redis_client(settings), namespace=settings.redis_namespace
+            client=client or redis_client(settings),
+            namespace=settings.redis_namespace,
+            owns_client=client is None,
         )
         if await users.durability() == "none":
             log.warning(
@@ -285,9 +292,13 @@ async def build_services(
 ) -> Services:
     replace = replace or Replacements()
     observer = build_observer(settings, stack, tracer)
+    # One Redis client per process for the stores and the limiter, closed after them (LIFO).
+    shared = redis_client(settings) if settings.resolved_session_type == "redis" else None
+    if shared is not None:
+        stack.push_async_callback(shared.aclose)
     sessions = replace.sessions
     if sessions is None:
-        sessions = await build_session_repository(settings, clock=replace.clock)
+        sessions = await build_session_repository(settings, clock=replace.clock, client=shared)
         stack.push_async_callback(sessions.aclose)
     blobs = replace.blobs
     if blobs is None:
@@ -295,7 +306,7 @@ async def build_services(
         stack.push_async_callback(blobs.aclose)
     users = replace.users
     if users is None:
-        users = await build_user_repository(settings)
+        users = await build_user_repository(settings, client=shared)
         stack.push_async_callback(users.aclose)
     brains = replace.brains or await build_brains(settings, stack, observer)
     if observer.metrics is not None or observer.tracer is not None:
@@ -304,7 +315,7 @@ async def build_services(
         users = observe_store(users, "users", observer)
         brains = observed(settings, observer, brains)
     limiter = build_rate_limiter(
-        settings, redis_target(settings) if settings.resolved_session_type == "redis" else None
+        settings, redis_target(settings) if shared is not None else None, client=shared
     )
     stack.push_async_callback(limiter.aclose)
     auth = await build_auth(settings, stack)

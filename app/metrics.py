@@ -40,7 +40,8 @@ class Metrics:
             ["method", "route"], buckets=_SLOW, registry=registry,
         )  # fmt: skip
         self.model_calls = Counter(
-            "hera_model_calls_total", "Model calls by outcome (ok, error, timeout, overloaded)",
+            "hera_model_calls_total",
+            "Model calls by outcome (ok, error, timeout, overloaded, cancelled)",
             ["provider", "model", "kind", "outcome"], registry=registry,
         )  # fmt: skip
         self.model_seconds = Histogram(
@@ -52,7 +53,8 @@ class Metrics:
             ["provider", "kind"], registry=registry,
         )  # fmt: skip
         self.store_operations = Counter(
-            "hera_store_operations_total", "Store operations by outcome (ok, error, unavailable)",
+            "hera_store_operations_total",
+            "Store operations by outcome (ok, error, unavailable, cancelled)",
             ["store", "operation", "outcome"], registry=registry,
         )  # fmt: skip
         self.store_seconds = Histogram(

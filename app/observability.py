@@ -9,11 +9,17 @@ not know they are observed.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,7 +44,30 @@ MODEL_KINDS: Final = {
     "partner_image": "image",
     "child_image": "image",
 }
-_NOT_OPERATIONS: Final = frozenset({"aclose", "lock", "iter_ids", "iter_owners", "list"})
+# Coroutine methods of a store that are not operations. (Its lock is timed by its own
+# wrapper, and its listings, async generators, are never wrapped.)
+_NOT_OPERATIONS: Final = frozenset({"aclose"})
+
+
+class _Series:
+    """The Prometheus series of one wrapped method, label children bound once: the
+    duration's at wrapping, the count's the first time each outcome happens (so only
+    outcomes that happened are exposed). The hot path then skips prometheus-client's label
+    lookup."""
+
+    __slots__ = ("_children", "_counter", "_labels", "seconds")
+
+    def __init__(self, counter: Any, seconds: Any, *labels: str) -> None:
+        self._counter = counter
+        self._labels = labels
+        self._children: dict[str, Any] = {}
+        self.seconds = seconds
+
+    def count(self, outcome: str) -> None:
+        child = self._children.get(outcome)
+        if child is None:
+            child = self._children[outcome] = self._counter.labels(*self._labels, outcome)
+        child.inc()
 
 
 @dataclass(frozen=True)
@@ -46,54 +75,25 @@ class Observer:
     metrics: Metrics | None = None
     tracer: Any = None  # an OpenTelemetry Tracer when tracing is on
 
-    @contextmanager
-    def _span(self, name: str, **attributes: str) -> Iterator[None]:
+    def _span(self, name: str, **attributes: str) -> AbstractContextManager[Any]:
         if self.tracer is None:
-            yield
-            return
-        with self.tracer.start_as_current_span(name, attributes=attributes):
-            yield
+            return nullcontext()
+        span: AbstractContextManager[Any] = self.tracer.start_as_current_span(
+            name, attributes=attributes
+        )
+        return span
 
-    @contextmanager
-    def store_operation(self, store: str, operation: str) -> Iterator[None]:
-        started, outcome = time.perf_counter(), "ok"
-        try:
-            with self._span(f"{store}.{operation}", **{"hera.store": store}):
-                yield
-        except StoreUnavailable:
-            outcome = "unavailable"
-            raise
-        except Exception:
-            outcome = "error"  # not found, busy, conflict ...: the store answered
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.store_operations.labels(store, operation, outcome).inc()
-                self.metrics.store_seconds.labels(store, operation).observe(
-                    time.perf_counter() - started
-                )
+    def store_series(self, store: str, operation: str) -> _Series | None:
+        if self.metrics is None:
+            return None
+        seconds = self.metrics.store_seconds.labels(store, operation)
+        return _Series(self.metrics.store_operations, seconds, store, operation)
 
-    @contextmanager
-    def model_call(self, provider: str, model: str, kind: str) -> Iterator[None]:
-        started, outcome = time.perf_counter(), "ok"
-        try:
-            with self._span(f"model.{kind}", **{"hera.model": model, "hera.provider": provider}):
-                yield
-        except Overloaded:
-            outcome = "overloaded"
-            raise
-        except BrainTimeout:
-            outcome = "timeout"
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.model_calls.labels(provider, model, kind, outcome).inc()
-                self.metrics.model_seconds.labels(provider, kind).observe(
-                    time.perf_counter() - started
-                )
+    def model_series(self, provider: str, model: str, kind: str) -> _Series | None:
+        if self.metrics is None:
+            return None
+        seconds = self.metrics.model_seconds.labels(provider, kind)
+        return _Series(self.metrics.model_calls, seconds, provider, model, kind)
 
     def retried(self, provider: str, purpose: str) -> None:
         if self.metrics is not None:
@@ -103,6 +103,54 @@ class Observer:
     def refused(self, reason: str, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.refusals.labels(reason, kind).inc()
+
+
+def _store_outcome(exc: BaseException) -> str:
+    if isinstance(exc, StoreUnavailable):
+        return "unavailable"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"  # its caller went away: neither the store's answer nor a failure
+    return "error"  # not found, busy, conflict ...: the store answered
+
+
+def _model_outcome(exc: BaseException) -> str:
+    if isinstance(exc, Overloaded):
+        return "overloaded"
+    if isinstance(exc, BrainTimeout):
+        return "timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+def _observed(
+    method: Any,
+    observer: Observer,
+    series: _Series | None,
+    span: tuple[str, dict[str, str]],
+    outcome_of: Callable[[BaseException], str],
+) -> Any:
+    """`method` timed into `series` (when metrics are on) inside a span (when tracing is)."""
+    tracer = observer.tracer
+    name, attributes = span
+
+    @functools.wraps(method)
+    async def observed(*args: Any, **kwargs: Any) -> Any:
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            if tracer is None:
+                return await method(*args, **kwargs)
+            with tracer.start_as_current_span(name, attributes=attributes):
+                return await method(*args, **kwargs)
+        except BaseException as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            if series is not None:
+                series.count(outcome)
+                series.seconds.observe(time.perf_counter() - started)
+
+    return observed
 
 
 class _Proxy:
@@ -131,13 +179,9 @@ def observe_store(inner: Any, store: str, observer: Observer) -> Any:
     def wrap(name: str, method: Any) -> Any:
         if name in _NOT_OPERATIONS:
             return method
-
-        @functools.wraps(method)
-        async def observed(*args: Any, **kwargs: Any) -> Any:
-            with observer.store_operation(store, name):
-                return await method(*args, **kwargs)
-
-        return observed
+        series = observer.store_series(store, name)
+        span = (f"{store}.{name}", {"hera.store": store})
+        return _observed(method, observer, series, span, _store_outcome)
 
     overrides = {"lock": _observed_lock(inner.lock, observer)} if store == "sessions" else {}
     return _Proxy(inner, wrap, overrides)
@@ -155,7 +199,7 @@ def _observed_lock(lock: Any, observer: Observer) -> Any:
 async def _held(lock: AbstractAsyncContextManager[Any], observer: Observer) -> AsyncIterator[Any]:
     metrics = observer.metrics
     started = time.perf_counter()
-    span = observer._span("sessions.lock") if observer.tracer is not None else nullcontext()
+    span = observer._span("sessions.lock")
     try:
         with span:
             lease = await lock.__aenter__()
@@ -187,12 +231,8 @@ def observe_brain(inner: Any, provider: str, model: str, observer: Observer) -> 
         kind = MODEL_KINDS.get(name)
         if kind is None:
             return method
-
-        @functools.wraps(method)
-        async def observed(*args: Any, **kwargs: Any) -> Any:
-            with observer.model_call(provider, model, kind):
-                return await method(*args, **kwargs)
-
-        return observed
+        series = observer.model_series(provider, model, kind)
+        span = (f"model.{kind}", {"hera.model": model, "hera.provider": provider})
+        return _observed(method, observer, series, span, _model_outcome)
 
     return _Proxy(inner, wrap)

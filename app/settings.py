@@ -6,6 +6,7 @@ names (SESSION_TYPE, REDIS_URL, STORAGE_MODE, ...) keep their meaning.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, NoDecode, SettingsConfigDict
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 # The same rule as blob key segments (app/repositories/base.py), checked here at start-up.
@@ -340,12 +341,37 @@ def _describe(error: Any) -> str:
     return f"{name}: {error['msg']} (got {value!r})"
 
 
+def _process_environment_problems(overrides: dict[str, Any]) -> list[str]:
+    """What the settings and the process environment must agree on. prometheus-client
+    chooses multiprocess mode from PROMETHEUS_MULTIPROC_DIR (or its lower-case form) in the
+    process environment when it is imported, never from .env: a directory named only in
+    .env would leave every worker counting alone while /metrics read the directory."""
+    if "prometheus_multiproc_dir" in overrides or any(
+        name in os.environ for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+    ):
+        return []
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    if not DotEnvSettingsSource(Settings, env_file=env_file)().get("prometheus_multiproc_dir"):
+        return []
+    return [
+        "PROMETHEUS_MULTIPROC_DIR is set only in .env: prometheus-client reads it from the "
+        "process environment, so set it there"
+    ]
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (+ .env); raise SettingsError with clear lines."""
+    environment = _process_environment_problems(overrides)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         errors = exc.errors()
+    except SettingsError as exc:
+        raise SettingsError([*exc.problems, *environment]) from None
+    else:
+        if environment:
+            raise SettingsError(environment)
+        return settings
     problems = [_describe(err) for err in errors]
     # Pydantic skips the cross-field checks when a field fails; run them again with the
     # failed fields at their defaults, so every problem is reported in one go.
@@ -361,7 +387,7 @@ def load_settings(**overrides: Any) -> Settings:
         problems.extend(cross.problems)
     except ValidationError:
         pass
-    raise SettingsError(problems) from None
+    raise SettingsError([*problems, *environment]) from None
 
 
 def report_problems(exc: SettingsError) -> None:

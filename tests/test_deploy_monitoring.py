@@ -92,8 +92,14 @@ def chat_routes() -> frozenset[str]:
     )
 
 
-MODEL_OUTCOMES = {"ok", "error", "timeout", "overloaded"}  # app/observability.py model_call
-STORE_OUTCOMES = {"ok", "error", "unavailable"}  # app/observability.py store_operation
+MODEL_OUTCOMES = {
+    "ok",
+    "error",
+    "timeout",
+    "overloaded",
+    "cancelled",
+}  # app/observability.py model_call
+STORE_OUTCOMES = {"ok", "error", "unavailable", "cancelled"}  # app/observability.py store_operation
 
 
 def known_values(series: str, label: str) -> set[str] | None:
@@ -627,7 +633,8 @@ def test_an_alert_covers_the_model_error_ratio() -> None:
     def fits(expr: str, parsed: Parsed) -> bool:
         sels = _selectors(parsed, "hera_model_calls_total")
         return _is_ratio(expr, parsed, "hera_model_calls_total") and any(
-            selected(s, "outcome", MODEL_OUTCOMES) == MODEL_OUTCOMES - {"ok"} for s in sels
+            selected(s, "outcome", MODEL_OUTCOMES) == MODEL_OUTCOMES - {"ok", "cancelled"}
+            for s in sels
         )
 
     assert _alerts_with(fits)

@@ -176,6 +176,24 @@ async def test_metrics_on_answer_the_text_format_only_at_metrics(open_api: OpenA
     assert_json_error(await api.post("/metrics"), 405)
 
 
+async def test_the_exposition_is_read_off_the_event_loop(
+    open_api: OpenApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In multiprocess mode it reads every worker's files: a worker thread does that.
+    api = await open_api()
+    observed = api.app.state.services.observer.metrics
+    exposition, threads = observed.exposition, []
+
+    def recorded() -> bytes:
+        threads.append(threading.get_ident())
+        return exposition()
+
+    monkeypatch.setattr(observed, "exposition", recorded)
+    response = await api.get("/metrics")
+    assert response.status_code == 200 and "hera_http_requests_total" in response.text
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
+
+
 # ------------------------------------------------------------------------------ a journey
 async def test_a_journey_is_counted_exactly(open_api: OpenApi) -> None:
     api = await open_api()

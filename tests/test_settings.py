@@ -455,6 +455,48 @@ def test_an_invalid_value_in_the_dot_env_file_is_reported_like_any_other(
     assert problems_from(monkeypatch) == ["SESSION_TYPE=redis requires REDIS_URL"]
 
 
+def test_a_metrics_directory_named_only_in_the_dot_env_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # prometheus-client reads the process environment only: it would not be multiprocess.
+    (tmp_path / ".env").write_text(
+        f"METRICS_ENABLED=true\nPROMETHEUS_MULTIPROC_DIR={tmp_path / 'prom'}\n", encoding="utf-8"
+    )
+
+    line = only_line(problems_from(monkeypatch))
+
+    assert line.startswith("PROMETHEUS_MULTIPROC_DIR"), line
+    assert "environment" in line, line
+
+
+def test_a_metrics_directory_only_in_dot_env_is_reported_with_the_other_problems(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text(
+        "SESSION_TYPE=redis\nMAX_MESSAGE_CHARS=lots\nPROMETHEUS_MULTIPROC_DIR=/tmp/prom\n",
+        encoding="utf-8",
+    )
+
+    problems = problems_from(monkeypatch)
+
+    assert [p.split(":")[0].split("=")[0].split(" ")[0] for p in problems] == [
+        "MAX_MESSAGE_CHARS",
+        "SESSION_TYPE",
+        "PROMETHEUS_MULTIPROC_DIR",
+    ], problems
+
+
+@pytest.mark.parametrize("name", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_a_metrics_directory_in_the_process_environment_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / ".env").write_text("PROMETHEUS_MULTIPROC_DIR=/from/dotenv\n", encoding="utf-8")
+
+    settings = settings_from(monkeypatch, METRICS_ENABLED="true", **{name: str(tmp_path)})
+
+    assert settings.prometheus_multiproc_dir == tmp_path
+
+
 def test_a_blob_key_prefix_with_unsafe_characters_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     from app.settings import SettingsError, load_settings
 

@@ -50,16 +50,21 @@ class RedisTarget:
     sentinel_master: str | None = None
 
 
+def socket_options(socket_timeout: float = 5.0) -> dict[str, float]:
+    """The socket timeouts of every Redis connection of the app (the rate limiter's too).
+    A healthy Redis answers a connect in milliseconds; a black-holed one must not hold a
+    request past the 2 s the API promises for a 503."""
+    return {"socket_timeout": socket_timeout, "socket_connect_timeout": min(socket_timeout, 0.75)}
+
+
 def create_redis_client(
     target: RedisTarget | str, *, max_connections: int = 50, socket_timeout: float = 5.0
 ) -> RedisClient:
-    # One per process. A healthy Redis answers a connect in milliseconds; a black-holed one
-    # must not hold a request past the 2 s the API promises for a 503.
+    # One per process (the composition root shares it between the stores and the limiter).
     if isinstance(target, str):
         target = RedisTarget(target)
     timeouts: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(socket_timeout, 0.75),
+        **socket_options(socket_timeout),
         "retry": Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), 1),
         "decode_responses": False,
     }
@@ -76,7 +81,7 @@ def create_redis_client(
         options = url_options(target.url)
         sentinel = Sentinel(
             list(target.sentinels),
-            sentinel_kwargs={"socket_timeout": 0.75, "socket_connect_timeout": 0.75},
+            sentinel_kwargs=socket_options(0.75),
             **timeouts,
         )
         # Asks the sentinels for the master on every new connection: a promotion is
@@ -124,6 +129,11 @@ def url_options(url: str) -> dict[str, Any]:
     if url.startswith("rediss://"):
         options["ssl"] = True
     return options
+
+
+def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """A flat HGETALL reply from a script ([field, value, ...]) as a dict, like HGETALL's."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Lua:

@@ -13,17 +13,17 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 from redis import exceptions as rx
 from redis.asyncio.lock import Lock
 
 from ._checks import check_changes, check_doc, check_log
 from ._codec import dumps, loads, loads_all, meta_from_dict, meta_to_dict
-from ._redis import TRANSIENT, Lua, RedisClient, guarded, store_errors
+from ._redis import TRANSIENT, Lua, RedisClient, guarded, pairs, store_errors
 from .base import (
     DOC_NAMES,
     LOG_NAMES,
@@ -46,10 +46,7 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
-# BusyLoadingError (a restart) is a ConnectionError; ReadOnlyError means a failover is on.
 _KEYS: Final = (
     "meta",
     *(f"doc:{d}" for d in DOC_NAMES),
@@ -57,7 +54,8 @@ _KEYS: Final = (
     "requests",
 )
 
-_CREATE_SCRIPT: Final = """
+# Create-if-absent: KEYS = the meta key; ARGV = ttl, then field/value pairs. 0: it exists.
+_CREATE_LUA: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -118,6 +116,13 @@ return current
 """
 
 
+# Delete a session's data keys, answering how many there were and the create_once key its
+# meta names ('' = none), read in the same step. KEYS = _KEYS of one session (meta first).
+_UNLINK_LUA: Final = """
+local request_key = redis.call('HGET', KEYS[1], 'request_key') or ''
+return {redis.call('UNLINK', unpack(KEYS)), request_key}
+"""
+
 # Forget a create_once claim only while it names the deleted session. KEYS = the claim key;
 # ARGV = the session id.
 _FORGET_CLAIM_LUA: Final = """
@@ -131,16 +136,7 @@ return 0
 """
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
-    """A flat HGETALL reply from a script ([field, value, ...]) as a dict, like HGETALL's."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 _guarded = guarded("sessions")
-
-
-def _store_errors() -> AbstractContextManager[None]:
-    return store_errors("sessions")
 
 
 @dataclass(frozen=True)
@@ -158,17 +154,23 @@ class RedisSessionRepository:
         lock_ttl_seconds: float = 30.0,
         lock_wait_seconds: float = 15.0,
         namespace: str = "hera",
+        owns_client: bool = True,
     ) -> None:
+        """`owns_client=False`: the client is shared (the app's one per process) and its
+        owner closes it; `aclose` then leaves it open."""
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", namespace):
             # A brace would become the hash tag; glob characters would break iter_ids' MATCH.
             raise ValueError("namespace may hold only letters, digits, '_', '.', ':' and '-'")
         if ttl_seconds <= 0 or lock_ttl_seconds <= 0:
             raise ValueError("ttl_seconds and lock_ttl_seconds must be positive")
         self._client = client
+        self._owns_client = owns_client
         self._ttl = int(ttl_seconds)
         self._lock_ttl = lock_ttl_seconds
         self._wait = lock_wait_seconds
         self._ns = namespace
+        self._create_meta = Lua(client, _CREATE_LUA)
+        self._unlink = Lua(client, _UNLINK_LUA)
         self._commit = Lua(client, _COMMIT_LUA)
         self._read = Lua(client, _READ_LUA)
         self._claim = Lua(client, _CLAIM_LUA)
@@ -201,7 +203,7 @@ class RedisSessionRepository:
         items = [x for kv in meta_to_dict(meta).items() if kv[1] is not None for x in kv]
         key = f"{self._base(meta.session_id)}:meta"
         # Create-if-absent in one atomic step, so an import never overwrites a live session.
-        created = await self._client.eval(_CREATE_SCRIPT, 1, key, self._ttl, *items)
+        created = await self._create_meta(keys=[key], args=[self._ttl, *items])
         if not created:
             raise SessionExists(meta.session_id)
         return meta
@@ -271,9 +273,9 @@ class RedisSessionRepository:
             args.append(check_request_key(request_key))
         # One script: one round trip and a consistent snapshot (no write lands in between).
         meta_raw, *rest = await self._read(keys=keys, args=args)
-        snap = SessionSnapshot(meta=self._meta(session_id, _pairs(meta_raw)))
+        snap = SessionSnapshot(meta=self._meta(session_id, pairs(meta_raw)))
         for name, flat in zip(doc_names, rest, strict=False):  # docs come first
-            snap.docs[name] = {k.decode(): loads(v) for k, v in _pairs(flat).items()}
+            snap.docs[name] = {k.decode(): loads(v) for k, v in pairs(flat).items()}
         for name, items in zip(log_names, rest[len(doc_names) :], strict=False):
             snap.logs[name] = loads_all(items)
         if request_key is not None and len(rest) > len(doc_names) + len(log_names):
@@ -331,7 +333,7 @@ class RedisSessionRepository:
         lock = self._client.lock(
             key, timeout=self._lock_ttl, blocking_timeout=wait, thread_local=False
         )
-        with _store_errors():
+        with store_errors("sessions"):
             acquired = await lock.acquire(token=token)
             if not acquired:
                 holder = await self._client.get(key) if tag else None
@@ -372,7 +374,7 @@ class RedisSessionRepository:
         # Never an error: the commit was the fence (a turn whose lock was lost committed
         # nothing and said so), so a turn that committed is never answered with one.
         try:
-            with _store_errors():
+            with store_errors("sessions"):
                 await lock.release()
         except rx.LockNotOwnedError:
             log.warning("lock of session %s expired before its turn ended", session_id)
@@ -382,13 +384,11 @@ class RedisSessionRepository:
     @_guarded
     async def delete(self, *, session_id: str) -> bool:
         # The lock key stays: a turn that deletes its own session must still release it.
-        keys = self._keys(session_id)
-        request_key = await self._client.hget(keys[0], "request_key")
-        deleted = bool(await self._client.unlink(*keys))
-        if isinstance(request_key, bytes):  # its own slot: a second call, never one script
+        deleted, request_key = await self._unlink(keys=self._keys(session_id))
+        if request_key:  # its own slot: a second call, never one script
             claim = self._claim_key(request_key.decode())
             await self._forget_claim(keys=[claim], args=[session_id])
-        return deleted
+        return bool(deleted)
 
     def _claim_key(self, request_key: str) -> str:
         return f"{self._ns}:req:{{{check_request_key(request_key)}}}"
@@ -396,7 +396,7 @@ class RedisSessionRepository:
     async def iter_ids(self) -> AsyncIterator[str]:
         # SCAN may return a key twice (rehashing); a set of ids is far smaller than sessions.
         seen: set[str] = set()
-        with _store_errors():
+        with store_errors("sessions"):
             async for key in self._client.scan_iter(match=f"{self._ns}:{{*}}:meta", count=500):
                 session_id = key.decode()[len(self._ns) + 2 : -len("}:meta")]
                 if is_session_id(session_id) and session_id not in seen:
@@ -408,4 +408,5 @@ class RedisSessionRepository:
         await self._client.ping()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ._checks import check_fields
 from ._codec import dumps, loads
-from ._redis import Lua, RedisClient, guarded, store_errors
+from ._redis import Lua, RedisClient, guarded, pairs, store_errors
 from .base import JSONDict, utcnow
 from .users import (
     INDEX_NAMES,
@@ -58,15 +58,13 @@ if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
 end
 return redis.call('ZRANGE', KEYS[2], 0, -1)
 """
-# KEYS = record, tags. ARGV = field/JSON pairs, then '--', then the tags in order.
+# KEYS = record, tags. ARGV = n, then n field/JSON pairs, then the tags in order (a count,
+# not a separator: any text can be a field's name).
 _RESTORE_LUA: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local i = 1
-while ARGV[i] ~= '--' do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-for j = i + 1, #ARGV do redis.call('ZADD', KEYS[2], j - i, ARGV[j]) end
+local last = 1 + 2 * tonumber(ARGV[1])
+for i = 2, last, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for j = last + 1, #ARGV do redis.call('ZADD', KEYS[2], j - last, ARGV[j]) end
 return 1
 """
 _GET_LUA: Final = """
@@ -78,8 +76,13 @@ _guarded = guarded("users")
 
 
 class RedisUserRepository:
-    def __init__(self, *, client: RedisClient, namespace: str = "hera") -> None:
+    def __init__(
+        self, *, client: RedisClient, namespace: str = "hera", owns_client: bool = True
+    ) -> None:
+        """`owns_client=False`: the client is shared (the app's one per process) and its
+        owner closes it; `aclose` then leaves it open."""
         self._client = client
+        self._owns_client = owns_client
         self._ns = namespace
         self._update = Lua(client, _UPDATE_LUA)
         self._add_tag = Lua(client, _ADD_TAG_LUA)
@@ -97,8 +100,7 @@ class RedisUserRepository:
     def _record(flat: list[bytes], tags: list[bytes]) -> JSONDict | None:
         if not flat and not tags:
             return None
-        pairs = dict(zip(flat[::2], flat[1::2], strict=True))
-        record: JSONDict = {k.decode(): loads(v) for k, v in pairs.items()}
+        record: JSONDict = {k.decode(): loads(v) for k, v in pairs(flat).items()}
         record["tags"] = [t.decode() for t in tags]
         return record
 
@@ -120,10 +122,10 @@ class RedisUserRepository:
     @_guarded
     async def restore(self, *, owner_key: str, record: Mapping[str, Any]) -> bool:
         fields = {k: v for k, v in check_fields(record).items() if k != "tags"}
-        args: list[str] = []
+        args: list[str | int] = [len(fields)]
         for name, value in fields.items():
             args += [name, dumps(value)]
-        args += ["--", *[str(t) for t in record.get("tags") or []]]
+        args += [str(t) for t in record.get("tags") or []]
         return bool(await self._restore(keys=self._record_keys(owner_key), args=args))
 
     @_guarded
@@ -193,7 +195,8 @@ class RedisUserRepository:
         await self._client.ping()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
 
 
 def _text(value: bytes | str) -> str:

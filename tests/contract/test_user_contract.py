@@ -682,6 +682,14 @@ async def test_restore_writes_a_record_exactly_as_given(make_users: UserFactory)
     assert await owners(users) == [key]
 
 
+async def test_restore_keeps_fields_whatever_their_names(users: UserRepository) -> None:
+    # "--" once separated the fields from the tags in the Redis script's arguments.
+    record = {**RESTORED, "--": "dashes", "after": ["--"]}
+    key = person()
+    assert await users.restore(owner_key=key, record=record) is True
+    assert await users.get(owner_key=key) == record
+
+
 async def test_restore_where_there_is_a_record_returns_false_and_writes_nothing(
     users: UserRepository,
 ) -> None:
