@@ -10,11 +10,10 @@ import pytest
 from app.settings import (
     FIREBASE_ISSUER,
     FIREBASE_JWKS_URL,
-    Settings,
     SettingsError,
-    load_settings,
     settings_or_exit,
 )
+from tests.support.env import clean, only_line, problems_from, settings_from
 
 KEY_32 = "k" * 32
 KEY_31 = "secret-signing-key-of-31-bytes!"
@@ -32,30 +31,7 @@ COMPLETE = {
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of the test runner and no `.env` of the checkout may leak into a case."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def settings_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
-
-
-def problems_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    assert caught.value.problems, "a SettingsError must carry at least one line"
-    return caught.value.problems
-
-
-def only_line(problems: list[str]) -> str:
-    assert len(problems) == 1, problems
-    return problems[0]
+    clean(monkeypatch, tmp_path)
 
 
 # ------------------------------------------------------------------ the mode

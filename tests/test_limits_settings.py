@@ -9,7 +9,8 @@ import pytest
 
 from app.main import create_app
 from app.ratelimit import build_rate_limiter
-from app.settings import RATE_LIMIT_KINDS, Settings, SettingsError, load_settings
+from app.settings import RATE_LIMIT_KINDS, SettingsError, load_settings
+from tests.support.env import clean, only_problem, settings_from
 
 QUOTAS = ("interview_messages", "family_messages", "partner_images", "child_image_rounds")
 
@@ -17,25 +18,7 @@ QUOTAS = ("interview_messages", "family_messages", "partner_images", "child_imag
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of the test runner and no `.env` of the checkout may leak into a case."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def settings_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
-
-
-def only_problem(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    assert len(caught.value.problems) == 1, caught.value.problems
-    return caught.value.problems[0]
+    clean(monkeypatch, tmp_path)
 
 
 def test_limits_are_on_by_default_with_the_documented_budgets(

@@ -22,9 +22,10 @@ import pytest
 from app.container import redis_target
 from app.ratelimit import build_rate_limiter
 from app.repositories._redis import create_redis_client
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings, load_settings
 from tests.api.scripted_user import SCRIPT
 from tests.support.api import assert_200_or_store_unavailable, json_of, running_app
+from tests.support.env import clean, problems_from
 from tests.support.polling import entered_in_thread, eventually
 from tests.support.redis_topologies import redis_sentinel
 
@@ -37,18 +38,7 @@ UNUSED_URL = "redis://127.0.0.1:1/0"  # sentinel mode: only the database (0) of 
 @pytest.fixture
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of the test runner and no `.env` of the checkout leak into a case."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def problems_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    return caught.value.problems
+    clean(monkeypatch, tmp_path)
 
 
 @pytest.mark.usefixtures("clean_environment")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.container import build_blob_repository
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import SettingsError, load_settings
+from tests.support.env import clean, only_line, problems_from, settings_from
 
 GEMINI_SECRET = "gemini-secret-value-0123456789"
 AWS_SECRET = "aws-secret-value-abcdefghijklmnop"
@@ -17,30 +18,7 @@ AWS_SECRET = "aws-secret-value-abcdefghijklmnop"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of the test runner and no `.env` of the checkout may leak into a case."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(name, raising=False)  # the settings read names case-insensitively
-    monkeypatch.chdir(tmp_path)
-
-
-def settings_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
-
-
-def problems_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    assert caught.value.problems, "a SettingsError must carry at least one line"
-    return caught.value.problems
-
-
-def only_line(problems: list[str]) -> str:
-    assert len(problems) == 1, problems
-    return problems[0]
+    clean(monkeypatch, tmp_path)
 
 
 # ------------------------------------------------------------------ defaults
