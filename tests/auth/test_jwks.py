@@ -46,16 +46,6 @@ class FakeClock:
 
 
 @pytest.fixture(scope="module")
-def rsa_key() -> SigningKey:
-    return new_key("RSA", kid="rsa-1")
-
-
-@pytest.fixture(scope="module")
-def ec_key() -> SigningKey:
-    return new_key("EC", kid="ec-1")
-
-
-@pytest.fixture(scope="module")
 def running_server(rsa_key: SigningKey, ec_key: SigningKey) -> Iterator[JwksServer]:
     with jwks_server(rsa_key, ec_key) as running:
         yield running
@@ -92,16 +82,6 @@ def cache(server: JwksServer, client: httpx.AsyncClient, clock: FakeClock) -> Jw
 @pytest.fixture
 def verifier(cache: JwksCache) -> TokenVerifier:
     return TokenVerifier(keys=cache, issuer=ISSUER, audience=AUDIENCE)
-
-
-@pytest.fixture
-def rsa(rsa_key: SigningKey) -> Issuer:
-    return Issuer(rsa_key)
-
-
-@pytest.fixture
-def ec(ec_key: SigningKey) -> Issuer:
-    return Issuer(ec_key)
 
 
 def fresh(issuer: Issuer, **headers: Any) -> str:
