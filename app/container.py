@@ -320,7 +320,8 @@ async def build_services(
     stack.push_async_callback(limiter.aclose)
     auth = await build_auth(settings, stack)
     quotas = Quotas(**{name: settings.session_quota(name) for name in QUOTA_NAMES})
-    lifecycle = SessionLifecycle(sessions=sessions, blobs=blobs, users=users)
+    keepsakes = KeepsakeAgent(sessions=sessions, blobs=blobs, users=users)
+    lifecycle = SessionLifecycle(sessions=sessions, blobs=blobs, users=users, keepsakes=keepsakes)
     limit = settings.max_message_chars
     turn_tasks = TurnTasks()
     stack.push_async_callback(turn_tasks.aclose)  # before the stores close (LIFO)
@@ -332,7 +333,11 @@ async def build_services(
             sessions=sessions, brain=brains.interview, max_message_chars=limit, quotas=quotas
         ),
         family=FamilyAgent(
-            sessions=sessions, brain=brains.family, max_message_chars=limit, quotas=quotas
+            sessions=sessions,
+            brain=brains.family,
+            max_message_chars=limit,
+            quotas=quotas,
+            keepsakes=keepsakes,
         ),
         images=ImageAgent(
             sessions=sessions,
@@ -346,7 +351,7 @@ async def build_services(
         limiter=limiter,
         auth=auth,
         users=users,
-        keepsakes=KeepsakeAgent(sessions=sessions, blobs=blobs, users=users),
+        keepsakes=keepsakes,
         people=PeopleAgent(
             sessions=sessions,
             blobs=blobs,

@@ -10,17 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from app.agents.access import GUEST, Caller
 from app.agents.brains import BrainError, FamilyBrain
 from app.agents.errors import InterviewIncomplete
 from app.agents.streams import TurnStream
-from app.agents.turns import ChatAgent, RequestKey, clean_message, history_entry, open_turn
+from app.agents.turns import (
+    ChatAgent,
+    Quotas,
+    RequestKey,
+    clean_message,
+    history_entry,
+    open_turn,
+)
 from app.domain.family import Persona, Plan, TripInfo, TripPlan
 from app.domain.personas import build_personas
 from app.domain.profile import Profile
-from app.repositories.base import Changes, JSONDict, utcnow
+from app.repositories.base import Changes, JSONDict, SessionRepository, utcnow
+
+if TYPE_CHECKING:  # keepsakes read the family's view: imported for the annotation only
+    from app.agents.keepsakes import KeepsakeAgent
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +143,20 @@ def fallback_letter(personas: list[Persona], plan: TripPlan) -> str:
 
 
 class FamilyAgent(ChatAgent[FamilyBrain]):
+    def __init__(
+        self,
+        *,
+        sessions: SessionRepository,
+        brain: FamilyBrain,
+        max_message_chars: int = 2000,
+        quotas: Quotas | None = None,
+        keepsakes: KeepsakeAgent | None = None,
+    ) -> None:
+        super().__init__(
+            sessions=sessions, brain=brain, max_message_chars=max_message_chars, quotas=quotas
+        )
+        self._keepsakes = keepsakes  # what a signed-in person keeps once the plan is agreed
+
     async def status(self, session_id: str, caller: Caller = GUEST) -> FamilyView:
         """Read-only: never creates personas or writes anything."""
         snap = await self._sessions.load(
@@ -150,7 +174,22 @@ class FamilyAgent(ChatAgent[FamilyBrain]):
         stream: TurnStream | None = None,
     ) -> FamilyTurnResult:
         """One family turn; with `stream`, each member's line (and on the agreeing turn the
-        story and the letter) go there piece by piece as they are written."""
+        story and the letter) go there piece by piece as they are written. The turn that
+        agrees the plan of an owned session also writes its keepsake (after the commit, out
+        of the lock; a retry of the turn writes the same keepsake again)."""
+        result = await self._turn(session_id, message, request, caller, stream)
+        if result.agreed and caller.owner_id is not None and self._keepsakes is not None:
+            await self._keepsakes.keep(session_id, caller.owner_id)
+        return result
+
+    async def _turn(
+        self,
+        session_id: str,
+        message: str,
+        request: RequestKey | None,
+        caller: Caller,
+        stream: TurnStream | None,
+    ) -> FamilyTurnResult:
         text = clean_message(message, self._max_chars)
         async with open_turn(
             self._sessions,

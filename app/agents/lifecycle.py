@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from app.agents.access import GUEST, Caller
 from app.agents.errors import IdempotencyKeyReused
@@ -23,6 +23,9 @@ from app.repositories.base import (
 )
 from app.repositories.users import UserRepository, owner_key
 
+if TYPE_CHECKING:
+    from app.agents.keepsakes import KeepsakeAgent
+
 
 class SessionLifecycle:
     def __init__(
@@ -31,10 +34,12 @@ class SessionLifecycle:
         sessions: SessionRepository,
         blobs: BlobRepository,
         users: UserRepository | None = None,
+        keepsakes: KeepsakeAgent | None = None,
     ) -> None:
         self._sessions = sessions
         self._blobs = blobs
         self._users = users
+        self._keepsakes = keepsakes  # a claimed completed session becomes a keepsake
 
     async def _index(self, meta: SessionMeta) -> SessionMeta:
         """List an owned session in its person's index (the durable tier: the session itself
@@ -96,10 +101,17 @@ class SessionLifecycle:
 
     async def claim(self, session_id: str, caller: Caller) -> JSONDict:
         """Give a guest session to the signed-in caller (sign in at the end and keep the
-        family) and return its summary. Claiming one's own session again changes nothing;
-        another person's session is not found."""
+        family) and return its summary; a completed one becomes a keepsake (written after
+        the claim, out of the lock; it writes no part of the session). Claiming one's own
+        session again changes nothing; another person's session is not found."""
         if caller.owner_id is None:
             raise ValueError("only a signed-in person can claim a session")
+        summary = await self._claim(session_id, caller)
+        if self._keepsakes is not None:
+            await self._keepsakes.keep(session_id, caller.owner_id)
+        return summary
+
+    async def _claim(self, session_id: str, caller: Caller) -> JSONDict:
         async with self._sessions.lock(session_id=session_id) as lease:
             snap = await self._sessions.load(session_id=session_id)
             if snap.meta.owner_id == caller.owner_id:

@@ -13,7 +13,6 @@ from app.deps import (
     CallerDep,
     FamilyDep,
     IdempotencyKeyDep,
-    KeepsakesDep,
     SessionIdDep,
     rate_limit,
 )
@@ -97,16 +96,11 @@ async def family_message(
     family: FamilyDep,
     key: IdempotencyKeyDep,
     caller: CallerDep,
-    keepsakes: KeepsakesDep,
 ) -> Any:
     turn_key = RequestKey.of(key, "family_message", body.message)
 
     async def turn(stream: TurnStream | None = None) -> FamilyTurnResult:
-        result = await family.handle_message(session_id, body.message, turn_key, caller, stream)
-        if result.agreed and caller.owner_id is not None:
-            # What the person keeps of the plan (a retry of this turn writes it again).
-            await keepsakes.keep(session_id, caller.owner_id)
-        return result
+        return await family.handle_message(session_id, body.message, turn_key, caller, stream)
 
     if wants_events(request):
         return await stream_turn(request, turn, _message_body, FamilyMessageResponse)

@@ -14,7 +14,6 @@ from app.deps import (
     CallerDep,
     HeraDep,
     IdempotencyKeyDep,
-    KeepsakesDep,
     LifecycleDep,
     PrincipalDep,
     SessionIdDep,
@@ -192,12 +191,10 @@ async def claim_session(
     session_id: SessionIdDep,
     lifecycle: LifecycleDep,
     principal: PrincipalDep,
-    keepsakes: KeepsakesDep,
 ) -> dict[str, Any]:
     """Signing in at the end keeps the family: the session becomes the caller's alone (and
     a completed one becomes a keepsake). Claiming one's own session again changes nothing;
     another person's is not found."""
     caller = Caller(owner_id=principal.subject)
     summary = await lifecycle.claim(session_id, caller)
-    await keepsakes.keep(session_id, principal.subject)  # writes no part of the session
     return _summary(request, summary, caller)
